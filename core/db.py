@@ -1,0 +1,108 @@
+"""Database access: async engines for SQLite (default) and PostgreSQL, and one way to run a transaction."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from sqlalchemy import event, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+
+class Database:
+    """Owns the engines; `transaction()` for writes, `read()` for queries.
+
+    On SQLite every write transaction starts with BEGIN IMMEDIATE: a deferred transaction that
+    reads and then writes can fail with "database is locked" when another writer committed in
+    between, and the busy timeout does not help there. Readers use a second engine with plain
+    BEGIN, so WAL lets them run beside the writer.
+    """
+
+    def __init__(self, url: str, *, echo: bool = False) -> None:
+        self.url = make_url(url)
+        self.dialect = self.url.get_backend_name()  # "sqlite" or "postgresql"
+        self.is_sqlite = self.dialect == "sqlite"
+        self.is_postgres = self.dialect == "postgresql"
+        if self.is_sqlite:
+            self.engine = _sqlite_engine(url, echo=echo, immediate=True)
+            self.read_engine = _sqlite_engine(url, echo=echo, immediate=False)
+        else:
+            self.engine = create_async_engine(url, echo=echo, pool_size=10, max_overflow=10,
+                                              pool_pre_ping=True)
+            self.read_engine = self.engine
+        self._sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+        self._read_sessions = async_sessionmaker(self.read_engine, expire_on_commit=False)
+        # Each consumer's flag is set after every commit that appended events, so in-process
+        # consumers need not poll; other processes' commits are found by polling.
+        self._event_listeners: set[asyncio.Event] = set()
+        # In one process, queue SQLite writers here instead of spinning on the file lock.
+        self._sqlite_write_lock = asyncio.Lock() if self.is_sqlite else None
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[AsyncSession]:
+        """One unit of work: commits when the block ends, rolls back when it raises."""
+        if self._sqlite_write_lock is not None:
+            async with self._sqlite_write_lock:
+                async with self._transaction() as session:
+                    yield session
+        else:
+            async with self._transaction() as session:
+                yield session
+
+    @asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[AsyncSession]:
+        async with self._sessions() as session:
+            async with session.begin():
+                yield session
+            if session.info.get("events_appended"):
+                for flag in self._event_listeners:
+                    flag.set()
+
+    def listen_for_events(self) -> asyncio.Event:
+        """A flag set whenever a transaction of this process commits new events."""
+        flag = asyncio.Event()
+        self._event_listeners.add(flag)
+        return flag
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[AsyncSession]:
+        """A session for queries; closing it ends its transaction (and never commits)."""
+        async with self._read_sessions() as session:
+            yield session
+
+    async def ping(self) -> None:
+        async with self.read() as session:
+            await session.execute(text("SELECT 1"))
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()
+        if self.read_engine is not self.engine:
+            await self.read_engine.dispose()
+
+
+def _sqlite_engine(url: str, *, echo: bool, immediate: bool) -> AsyncEngine:
+    engine = create_async_engine(url, echo=echo, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Let us issue BEGIN ourselves (pysqlite's implicit BEGIN is DEFERRED).
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL is durable against app crashes
+        cursor.close()
+
+    begin = "BEGIN IMMEDIATE" if immediate else "BEGIN"
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        conn.exec_driver_sql(begin)
+
+    return engine

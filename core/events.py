@@ -1,0 +1,132 @@
+"""The event log: appended in the same transaction as each change, read by consumers from a cursor."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import select, text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from core.db import Database
+from core.models import ConsumerCursor, Event
+
+log = logging.getLogger(__name__)
+
+
+class EventType(StrEnum):
+    TICKET_OPENED = "TicketOpened"
+    CUSTOMER_REPLIED = "CustomerReplied"
+    STAFF_REPLIED = "StaffReplied"
+    NOTE_ADDED = "NoteAdded"
+    ASSIGNED = "Assigned"
+    UNASSIGNED = "Unassigned"
+    STATUS_CHANGED = "StatusChanged"
+    PRIORITY_CHANGED = "PriorityChanged"
+    CATEGORY_CHANGED = "CategoryChanged"
+    TAGS_CHANGED = "TagsChanged"
+    PARTICIPANT_ADDED = "ParticipantAdded"
+    MERGED = "Merged"
+    CONTACT_BLOCKED = "ContactBlocked"
+    CONTACT_UNBLOCKED = "ContactUnblocked"
+    MAIL_QUARANTINED = "MailQuarantined"
+    MAIL_HELD = "MailHeld"
+    MAIL_BOUNCED = "MailBounced"
+    OUTBOUND_FAILED = "OutboundFailed"
+
+
+# Any constant will do; it only has to be the same in every process that appends events.
+_EVENT_APPEND_LOCK_KEY = 0x5B0_7E7
+
+
+async def append_event(
+    session: AsyncSession,
+    type_: EventType,
+    *,
+    at: datetime,
+    ticket_id: int | None = None,
+    message_id: int | None = None,
+    actor_staff_id: int | None = None,
+    actor_contact_id: int | None = None,
+    data: dict[str, Any] | None = None,
+) -> Event:
+    if session.bind.dialect.name == "postgresql" and not session.info.get("event_lock_held"):
+        # Serial ids can commit out of order under concurrency, and a consumer whose cursor has
+        # passed id 8 would never see a late-committing id 7. Holding this lock until commit makes
+        # event-appending transactions commit in id order. SQLite writers are serial anyway.
+        await session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _EVENT_APPEND_LOCK_KEY})
+        session.info["event_lock_held"] = True
+    event = Event(type=str(type_), ticket_id=ticket_id, message_id=message_id,
+                  actor_staff_id=actor_staff_id, actor_contact_id=actor_contact_id,
+                  data=data or {}, created_at=at)
+    session.add(event)
+    session.info["events_appended"] = True
+    return event
+
+
+async def cursor_position(session: AsyncSession, consumer: str) -> int:
+    cursor = await session.get(ConsumerCursor, consumer)
+    return cursor.position if cursor else 0
+
+
+async def advance_cursor(session: AsyncSession, consumer: str, position: int, at: datetime) -> None:
+    cursor = await session.get(ConsumerCursor, consumer, with_for_update=True)
+    if cursor is None:
+        session.add(ConsumerCursor(name=consumer, position=position, updated_at=at))
+    elif position > cursor.position:
+        cursor.position = position
+        cursor.updated_at = at
+
+
+async def events_after(session: AsyncSession, position: int, limit: int = 100) -> list[Event]:
+    rows = await session.scalars(select(Event).where(Event.id > position).order_by(Event.id).limit(limit))
+    return list(rows)
+
+
+EventHandler = Callable[[AsyncSession, Event], Awaitable[None]]
+
+
+async def consume_once(db: Database, consumer: str, handle: EventHandler, *, clock: Callable[[], datetime],
+                       batch: int = 100) -> int:
+    """Apply `handle` to each unseen event, each in the transaction that moves the cursor past it.
+
+    A handler that only writes to the database (the mail notifier filling the outbox) therefore
+    acts exactly once. One with outside effects (the Discord projector) must be idempotent itself.
+    Returns how many events were handled.
+    """
+    handled = 0
+    async with db.read() as session:
+        position = await cursor_position(session, consumer)
+        pending = [e.id for e in await events_after(session, position, batch)]
+    for event_id in pending:
+        async with db.transaction() as session:
+            if await cursor_position(session, consumer) >= event_id:
+                continue  # another worker got here first
+            event = await session.get(Event, event_id)
+            assert event is not None
+            await handle(session, event)
+            await advance_cursor(session, consumer, event_id, clock())
+        handled += 1
+    return handled
+
+
+async def run_consumer(db: Database, consumer: str, handle: EventHandler, *, clock: Callable[[], datetime],
+                       poll_seconds: float = 2.0, stop: asyncio.Event | None = None) -> None:
+    """Consume forever: woken by commits in this process, polling for those of other processes."""
+    stop = stop or asyncio.Event()
+    committed = db.listen_for_events()
+    while not stop.is_set():
+        committed.clear()
+        try:
+            while await consume_once(db, consumer, handle, clock=clock):
+                pass
+        except Exception:
+            log.exception("consumer %s failed; retrying in %.0fs", consumer, poll_seconds)
+        waiters = {asyncio.ensure_future(committed.wait()), asyncio.ensure_future(stop.wait())}
+        await asyncio.wait(waiters, timeout=poll_seconds, return_when=asyncio.FIRST_COMPLETED)
+        for w in waiters:
+            w.cancel()

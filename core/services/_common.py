@@ -1,0 +1,217 @@
+"""Shared steps of the services: finding and locking tickets, contacts and staff, recording events."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import case, insert, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from core.enums import ParticipantRole, StaffRole
+from core.errors import NotFound, UserError
+from core.events import EventType, append_event
+from core.models import Attachment, AuditEntry, Contact, Counter, Message, Participant, Staff, Ticket
+from core.attachments import AttachmentStore
+from core.desk import Desk
+from core.enums import Status
+
+TICKET_COUNTER = "ticket_number"
+MAX_MERGE_HOPS = 20
+
+
+@dataclass(frozen=True)
+class StaffRef:
+    """A staff member as the edges know them (Discord member, or an operator at the CLI)."""
+
+    name: str
+    discord_id: int | None = None
+    email: str | None = None
+    role: StaffRole = StaffRole.AGENT
+
+
+@dataclass(frozen=True)
+class ContactRef:
+    email: str
+    name: str = ""
+
+
+@dataclass(frozen=True)
+class NewAttachment:
+    filename: str
+    content_type: str
+    data: bytes
+    content_id: str | None = None
+    inline: bool = False
+    held_back: bool = False  # over the size limit: recorded so staff know, bytes not kept
+    size: int | None = None  # the real size, when held back
+
+
+def normalize_email(email: str) -> str:
+    email = email.strip().lower()
+    if "@" not in email or any(c in email for c in "\r\n\t <>") or len(email) > 320:
+        raise UserError(f"not an email address: {email[:80]!r}")
+    return email
+
+
+def insert_ignore(session: AsyncSession, model: Any, values: dict[str, Any], keys: Sequence[str]) -> Any:
+    """INSERT … ON CONFLICT DO NOTHING for either engine (no race between check and insert)."""
+    dialect = session.bind.dialect.name
+    if dialect == "postgresql":
+        return pg_insert(model).values(values).on_conflict_do_nothing(index_elements=list(keys))
+    if dialect == "sqlite":
+        return sqlite_insert(model).values(values).on_conflict_do_nothing(index_elements=list(keys))
+    return insert(model).values(values)
+
+
+async def next_ticket_number(session: AsyncSession, first: int) -> int:
+    await session.execute(insert_ignore(session, Counter, {"name": TICKET_COUNTER, "value": 0}, ["name"]))
+    bumped = Counter.value + 1
+    number = await session.scalar(
+        update(Counter)
+        .where(Counter.name == TICKET_COUNTER)
+        .values(value=case((bumped < first, first), else_=bumped))
+        .returning(Counter.value)
+    )
+    assert number is not None
+    return int(number)
+
+
+async def ticket_for_update(session: AsyncSession, number: int) -> Ticket:
+    """The ticket with this public number, following merges, locked for this transaction."""
+    for _ in range(MAX_MERGE_HOPS):
+        ticket = await session.scalar(
+            select(Ticket).where(Ticket.number == number).with_for_update(of=Ticket)
+        )
+        if ticket is None:
+            raise NotFound(f"no ticket number {number}")
+        if ticket.merged_into_id is None:
+            return ticket
+        target = await session.get(Ticket, ticket.merged_into_id)
+        assert target is not None
+        number = target.number
+    raise UserError(f"ticket {number} is merged in a loop")
+
+
+async def ensure_contact(session: AsyncSession, ref: ContactRef, now: datetime) -> Contact:
+    email = normalize_email(ref.email)
+    name = _clean_name(ref.name)
+    await session.execute(
+        insert_ignore(session, Contact, {"email": email, "name": name, "blocked": False, "created_at": now},
+                      ["email"])
+    )
+    contact = await session.scalar(select(Contact).where(Contact.email == email))
+    assert contact is not None
+    if name and not contact.name:
+        contact.name = name
+    return contact
+
+
+async def ensure_staff(session: AsyncSession, ref: StaffRef, now: datetime) -> Staff:
+    if ref.discord_id is not None:
+        staff = await session.scalar(select(Staff).where(Staff.discord_id == ref.discord_id))
+    else:
+        staff = await session.scalar(
+            select(Staff).where(Staff.discord_id.is_(None), Staff.display_name == ref.name)
+        )
+    name = _clean_name(ref.name) or "staff"
+    if staff is None:
+        staff = Staff(discord_id=ref.discord_id, display_name=name, email=ref.email,
+                      role=ref.role, created_at=now)
+        session.add(staff)
+        await session.flush()
+    else:
+        staff.display_name = name
+        if ref.email:
+            staff.email = ref.email
+        staff.role = ref.role
+    return staff
+
+
+async def add_participant(session: AsyncSession, ticket: Ticket, contact: Contact,
+                          role: ParticipantRole) -> bool:
+    """Returns True when the contact was not a participant before."""
+    result = await session.execute(
+        insert_ignore(session, Participant,
+                      {"ticket_id": ticket.id, "contact_id": contact.id, "role": role.value},
+                      ["ticket_id", "contact_id"])
+    )
+    return bool(result.rowcount)
+
+
+async def is_participant(session: AsyncSession, ticket: Ticket, email: str) -> bool:
+    found = await session.scalar(
+        select(Participant.contact_id)
+        .join(Contact, Contact.id == Participant.contact_id)
+        .where(Participant.ticket_id == ticket.id, Contact.email == email.strip().lower())
+    )
+    return found is not None
+
+
+async def store_attachments(session: AsyncSession, files: AttachmentStore, message: Message,
+                            attachments: Sequence[NewAttachment]) -> None:
+    for new in attachments:
+        digest = None if new.held_back else await files.put(new.data)
+        session.add(Attachment(
+            message_id=message.id, filename=new.filename[:255] or "attachment",
+            content_type=new.content_type[:255], size=new.size if new.size is not None else len(new.data),
+            sha256=digest, content_id=new.content_id, inline=new.inline, held_back=new.held_back,
+        ))
+
+
+async def record(
+    session: AsyncSession,
+    type_: EventType,
+    *,
+    at: datetime,
+    ticket: Ticket | None = None,
+    message: Message | None = None,
+    staff: Staff | None = None,
+    contact: Contact | None = None,
+    data: dict[str, Any] | None = None,
+) -> None:
+    """Append the event, and an audit entry when a staff member did it."""
+    if ticket is not None:
+        ticket.updated_at = at
+    await append_event(
+        session, type_, at=at, ticket_id=ticket.id if ticket else None,
+        message_id=message.id if message else None, actor_staff_id=staff.id if staff else None,
+        actor_contact_id=contact.id if contact else None, data=data,
+    )
+    if staff is not None:
+        session.add(AuditEntry(staff_id=staff.id, action=str(type_), ticket_id=ticket.id if ticket else None,
+                               details=data or {}, created_at=at))
+
+
+def _clean_name(name: str) -> str:
+    # Names end up in mail headers and Discord embeds: no control characters, bounded length.
+    return "".join(ch for ch in name if ch.isprintable()).strip()[:200]
+
+
+async def change_status(
+    session: AsyncSession,
+    desk: Desk,
+    ticket: Ticket,
+    status: Status,
+    *,
+    reason: str,
+    staff: Staff | None = None,
+    contact: Contact | None = None,
+) -> None:
+    now = desk.clock()
+    previous = ticket.status
+    ticket.status = status
+    if status == Status.RESOLVED:
+        ticket.resolved_at = now
+    elif status == Status.CLOSED:
+        ticket.closed_at = now
+        ticket.resolved_at = ticket.resolved_at or now
+    else:
+        ticket.resolved_at = None
+        ticket.closed_at = None
+    await record(session, EventType.STATUS_CHANGED, at=now, ticket=ticket, staff=staff, contact=contact,
+                 data={"from": str(previous), "to": str(status), "reason": reason})

@@ -1,0 +1,218 @@
+"""Services that create tickets and add messages to them: customer mail, staff replies, notes."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from core.desk import Desk
+from core.enums import Direction, ParticipantRole, Priority, Status
+from core.errors import UserError
+from core.events import EventType
+from core.models import Contact, Message, Staff, Ticket
+from core.services.triage import add_tags, normalize_tags, validate_category
+from core.services._common import (
+    ContactRef,
+    NewAttachment,
+    StaffRef,
+    add_participant,
+    change_status,
+    ensure_contact,
+    ensure_staff,
+    next_ticket_number,
+    record,
+    store_attachments,
+    ticket_for_update,
+)
+
+MAX_SUBJECT = 998
+
+
+@dataclass(frozen=True)
+class MailContent:
+    """What a customer wrote, as the mail gateway parsed it."""
+
+    text: str
+    new_text: str | None = None  # quotes and signature stripped; the full text when None
+    html: str | None = None  # already sanitized
+    subject: str = ""
+    message_id: str | None = None
+    in_reply_to: str | None = None
+    references: str | None = None
+    attachments: Sequence[NewAttachment] = ()
+    is_machine: bool = False
+    inbound_mail_id: int | None = None
+
+
+@dataclass(frozen=True)
+class TicketChange:
+    ticket: Ticket
+    message: Message | None = None
+    created: bool = False  # a new ticket was opened
+    reopened: bool = False
+
+
+async def open_ticket(
+    desk: Desk,
+    requester: ContactRef,
+    content: MailContent,
+    *,
+    cc: Sequence[ContactRef] = (),
+    category: str | None = None,
+    priority: Priority | None = None,
+    tags: Sequence[str] = (),
+) -> TicketChange:
+    async with desk.db.transaction() as session:
+        contact = await ensure_contact(session, requester, desk.clock())
+        return await _open(desk, session, contact, content, cc=cc, category=category,
+                           priority=priority, tags=tags)
+
+
+async def add_customer_message(
+    desk: Desk, number: int, author: ContactRef, content: MailContent, *, cc: Sequence[ContactRef] = ()
+) -> TicketChange:
+    """A customer wrote to an existing ticket; reopens it, or opens a follow-up if closed long ago.
+
+    Deciding whether this author may write to this ticket is the threading step's job, not ours.
+    Machine mail (auto-replies) is stored but never changes the ticket's status.
+    """
+    now = desk.clock()
+    async with desk.db.transaction() as session:
+        ticket = await ticket_for_update(session, number)
+        contact = await ensure_contact(session, author, now)
+        if (ticket.status == Status.CLOSED and not content.is_machine and ticket.closed_at is not None
+                and now - ticket.closed_at > desk.settings.reopen_closed_within):
+            return await _open(desk, session, contact, content, cc=cc, category=ticket.category,
+                               priority=ticket.priority, follow_up_of=ticket)
+
+        message = await _add_message(session, desk, ticket, Direction.INBOUND, content, contact=contact)
+        if await add_participant(session, ticket, contact, ParticipantRole.CC):
+            await record(session, EventType.PARTICIPANT_ADDED, at=now, ticket=ticket, contact=contact,
+                         data={"email": contact.email})
+        await _add_cc(session, desk, ticket, cc)
+        reopened = False
+        if not content.is_machine:
+            ticket.last_customer_message_at = now
+            if ticket.status != Status.OPEN and ticket.status != Status.IN_PROGRESS:
+                reopened = ticket.status in (Status.RESOLVED, Status.CLOSED)
+                await change_status(session, desk, ticket, Status.OPEN, reason="customer replied",
+                                     contact=contact)
+        await record(session, EventType.CUSTOMER_REPLIED, at=now, ticket=ticket, message=message,
+                     contact=contact, data={"machine": content.is_machine})
+        return TicketChange(ticket, message, reopened=reopened)
+
+
+async def reply(
+    desk: Desk,
+    number: int,
+    actor: StaffRef,
+    text: str,
+    *,
+    html: str | None = None,
+    attachments: Sequence[NewAttachment] = (),
+    status: Status | None = None,
+) -> TicketChange:
+    """A staff reply to the customer; the mail notifier sends it from the StaffReplied event."""
+    text = text.strip()
+    if not text:
+        raise UserError("a reply needs some text")
+    now = desk.clock()
+    async with desk.db.transaction() as session:
+        ticket = await ticket_for_update(session, number)
+        staff = await ensure_staff(session, actor, now)
+        content = MailContent(text=text, new_text=text, html=html, subject=ticket.subject,
+                              attachments=attachments)
+        message = await _add_message(session, desk, ticket, Direction.OUTBOUND, content, staff=staff)
+        first = ticket.first_response_at is None
+        if first:
+            ticket.first_response_at = now
+        await record(session, EventType.STAFF_REPLIED, at=now, ticket=ticket, message=message, staff=staff,
+                     data={"first_response": first})
+        new_status = status or desk.settings.status_after_reply
+        if new_status != ticket.status:
+            await change_status(session, desk, ticket, new_status, reason="staff replied", staff=staff)
+        return TicketChange(ticket, message)
+
+
+async def add_note(
+    desk: Desk, number: int, actor: StaffRef, text: str, *, attachments: Sequence[NewAttachment] = ()
+) -> TicketChange:
+    """An internal note: visible to staff only, and never counts as a first response."""
+    text = text.strip()
+    if not text:
+        raise UserError("a note needs some text")
+    now = desk.clock()
+    async with desk.db.transaction() as session:
+        ticket = await ticket_for_update(session, number)
+        staff = await ensure_staff(session, actor, now)
+        content = MailContent(text=text, new_text=text, attachments=attachments)
+        message = await _add_message(session, desk, ticket, Direction.NOTE, content, staff=staff)
+        await record(session, EventType.NOTE_ADDED, at=now, ticket=ticket, message=message, staff=staff)
+        return TicketChange(ticket, message)
+
+
+async def _open(
+    desk: Desk,
+    session: AsyncSession,
+    contact: Contact,
+    content: MailContent,
+    *,
+    cc: Sequence[ContactRef] = (),
+    category: str | None = None,
+    priority: Priority | None = None,
+    tags: Sequence[str] = (),
+    follow_up_of: Ticket | None = None,
+) -> TicketChange:
+    now = desk.clock()
+    subject = " ".join(content.subject.split())[:MAX_SUBJECT] or "(no subject)"
+    ticket = Ticket(
+        number=await next_ticket_number(session, desk.settings.first_ticket_number),
+        subject=subject, status=Status.OPEN, priority=priority or desk.settings.default_priority,
+        category=validate_category(desk, category) if category else None, requester_id=contact.id,
+        follow_up_of_id=follow_up_of.id if follow_up_of else None, created_at=now, updated_at=now,
+        last_customer_message_at=None if content.is_machine else now,
+    )
+    session.add(ticket)
+    await session.flush()
+    await add_participant(session, ticket, contact, ParticipantRole.REQUESTER)
+    await _add_cc(session, desk, ticket, cc)
+    message = await _add_message(session, desk, ticket, Direction.INBOUND, content, contact=contact)
+    await add_tags(session, ticket, normalize_tags(desk, tags))
+    await record(session, EventType.TICKET_OPENED, at=now, ticket=ticket, message=message, contact=contact,
+                 data={"follow_up_of": follow_up_of.number if follow_up_of else None,
+                       "machine": content.is_machine})
+    return TicketChange(ticket, message, created=True)
+
+
+async def _add_cc(session: AsyncSession, desk: Desk, ticket: Ticket, cc: Sequence[ContactRef]) -> None:
+    for ref in cc:
+        contact = await ensure_contact(session, ref, desk.clock())
+        if await add_participant(session, ticket, contact, ParticipantRole.CC):
+            await record(session, EventType.PARTICIPANT_ADDED, at=desk.clock(), ticket=ticket,
+                         data={"email": contact.email})
+
+
+async def _add_message(
+    session: AsyncSession,
+    desk: Desk,
+    ticket: Ticket,
+    direction: Direction,
+    content: MailContent,
+    *,
+    contact: Contact | None = None,
+    staff: Staff | None = None,
+) -> Message:
+    message = Message(
+        ticket_id=ticket.id, direction=direction, author_contact_id=contact.id if contact else None,
+        author_staff_id=staff.id if staff else None, subject=content.subject[:MAX_SUBJECT],
+        body_text=content.text, new_text=content.new_text if content.new_text is not None else content.text,
+        body_html=content.html, message_id=content.message_id, in_reply_to=content.in_reply_to,
+        references=content.references, is_machine=content.is_machine,
+        inbound_mail_id=content.inbound_mail_id, created_at=desk.clock(),
+    )
+    session.add(message)
+    await session.flush()
+    await store_attachments(session, desk.files, message, content.attachments)
+    return message
