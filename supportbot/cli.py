@@ -1,0 +1,144 @@
+"""The `supportbot` command: init, migrate, run, check, tickets …, each a thin call into the app."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from core.enums import Priority, Status
+from core.errors import UserError
+from supportbot.config import Config, ConfigError, find_config, load_config
+
+log = logging.getLogger("supportbot")
+
+EXIT_USAGE = 2
+EXIT_USER_ERROR = 1
+EXIT_CONFIG = 78  # EX_CONFIG
+EXIT_SOFTWARE = 70  # EX_SOFTWARE
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="supportbot",
+        description="An email-and-chat-native support desk: customers email, staff work in Discord.",
+        epilog="Start with 'supportbot init' to write a config file, then 'supportbot run'.",
+    )
+    parser.add_argument("--config", metavar="PATH",
+                        help="config file (default: $SUPPORTBOT_CONFIG, else ./supportbot.toml if it "
+                             "exists, else built-in defaults)")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    init = commands.add_parser("init", help="write a starter config file with every key documented")
+    init.add_argument("path", nargs="?", default="supportbot.toml", help="where to write it (default: %(default)s)")
+    init.add_argument("--force", action="store_true", help="overwrite an existing file")
+
+    commands.add_parser("migrate", help="create or upgrade the database schema")
+
+    run = commands.add_parser("run", help="run the desk: mail in and out, the Discord bot, health and metrics")
+    run.add_argument("--no-migrate", action="store_true", help="do not upgrade the schema at start")
+
+    commands.add_parser("check", help="check the config, the database and that every template renders")
+
+    tickets = commands.add_parser("tickets", help="list, show and search tickets")
+    tcmd = tickets.add_subparsers(dest="tickets_command", metavar="ACTION", required=True)
+    listing = tcmd.add_parser("list", help="tickets, most recently updated first")
+    _add_filters(listing)
+    listing.add_argument("--limit", type=int, default=50, help="at most this many (default: %(default)s)")
+    listing.add_argument("--offset", type=int, default=0, help="skip this many (for paging)")
+    listing.add_argument("--json", action="store_true", help="print a JSON array")
+    show = tcmd.add_parser("show", help="one ticket with all its messages")
+    show.add_argument("number", type=_ticket_number, help="ticket number, with or without its prefix")
+    show.add_argument("--json", action="store_true", help="print JSON")
+    search = tcmd.add_parser("search", help="full-text search over subjects and message text")
+    search.add_argument("text", help="words to find (all must match; prefixes match too)")
+    _add_filters(search)
+    search.add_argument("--limit", type=int, default=50)
+    search.add_argument("--json", action="store_true", help="print a JSON array")
+    return parser
+
+
+def _add_filters(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--status", action="append", choices=[s.value for s in Status],
+                        help="only this status (repeatable)")
+    parser.add_argument("--priority", action="append", choices=[p.value for p in Priority],
+                        help="only this priority (repeatable)")
+    parser.add_argument("--category")
+    parser.add_argument("--assignee", help="staff name or Discord id; 'none' for unassigned")
+    parser.add_argument("--requester", help="customer email address")
+    parser.add_argument("--tag")
+
+
+def _ticket_number(value: str) -> int:
+    digits = value.lstrip("#").strip()
+    if not digits.isdigit():
+        raise argparse.ArgumentTypeError(f"not a ticket number: {value!r}")
+    return int(digits)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "init":
+        from supportbot.commands import write_starter_config
+
+        return _guard(lambda: write_starter_config(Path(args.path), force=args.force))
+    try:
+        config = load_config(find_config(args.config))
+    except ConfigError as e:
+        print(f"supportbot: {e}", file=sys.stderr)
+        return EXIT_CONFIG
+    _setup_logging(config)
+    return _guard(lambda: asyncio.run(dispatch(args, config)))
+
+
+async def dispatch(args: argparse.Namespace, config: Config) -> int:
+    from supportbot import commands
+
+    handlers: dict[str, Callable[[argparse.Namespace, Config], Awaitable[int]]] = {
+        "migrate": commands.migrate,
+        "run": commands.run,
+        "check": commands.check,
+        "tickets": commands.tickets,
+    }
+    return await handlers[args.command](args, config)
+
+
+def _guard(action: Callable[[], Any]) -> int:
+    """Bad input gets one clear line; anything else is logged with its traceback, never shown raw."""
+    try:
+        result = action()
+        return int(result or 0)
+    except (UserError, ConfigError) as e:
+        print(f"supportbot: {e}", file=sys.stderr)
+        return EXIT_CONFIG if isinstance(e, ConfigError) else EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        return 130
+    except Exception as e:  # a bug or an outage: one clear line, the traceback only at debug level
+        log.debug("unexpected failure", exc_info=True)
+        print(f"supportbot: unexpected failure: {type(e).__name__}: {e}\n"
+              "  (set log_level = \"debug\" in the config for the full traceback)", file=sys.stderr)
+        return EXIT_SOFTWARE
+
+
+def _setup_logging(config: Config) -> None:
+    logging.basicConfig(
+        level=config.log_level.upper(), stream=sys.stderr,
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+    )
+    # discord.py and aiosmtpd are chatty at info; their warnings still show.
+    for noisy in ("discord", "mail.log", "aiosqlite", "asyncio", "alembic"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
+
+
+def print_json(value: Any) -> None:
+    json.dump(value, sys.stdout, indent=2, ensure_ascii=False, default=str)
+    sys.stdout.write("\n")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
