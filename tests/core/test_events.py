@@ -1,0 +1,101 @@
+"""Event consumers: a persisted cursor means replay after a restart and nothing handled twice."""
+
+from __future__ import annotations
+
+import asyncio
+
+from sqlalchemy import func, select
+
+from core import services
+from core.db import Database
+from core.events import consume_once, run_consumer
+from core.models import Event, Ticket
+from core.services import ContactRef, MailContent, StaffRef
+
+ALICE = ContactRef("alice@example.org")
+SAM = StaffRef("Sam", discord_id=1)
+
+
+async def open_tickets(desk, n: int) -> None:
+    for i in range(n):
+        await services.open_ticket(desk, ALICE, MailContent(text="x", subject=f"t{i}"))
+
+
+async def test_consumer_sees_each_event_once_across_restarts(desk, clock):
+    seen: list[int] = []
+
+    async def handle(session, event):
+        seen.append(event.id)
+
+    await open_tickets(desk, 3)
+    assert await consume_once(desk.db, "test", handle, clock=clock) == 3
+    assert await consume_once(desk.db, "test", handle, clock=clock) == 0
+    # A "restart": a new Database object on the same storage keeps the cursor.
+    restarted = Database(str(desk.db.url.render_as_string(hide_password=False)))
+    try:
+        await open_tickets(desk, 2)
+        assert await consume_once(restarted, "test", handle, clock=clock) == 2
+    finally:
+        await restarted.dispose()
+    assert seen == sorted(set(seen)) and len(seen) == 5
+
+
+async def test_a_failing_handler_moves_no_cursor_and_the_event_is_retried(desk, clock):
+    await open_tickets(desk, 2)
+    calls: list[int] = []
+
+    async def flaky(session, event):
+        calls.append(event.id)
+        if len(calls) == 2:
+            raise RuntimeError("outage")
+
+    try:
+        await consume_once(desk.db, "flaky", flaky, clock=clock)
+    except RuntimeError:
+        pass
+    await consume_once(desk.db, "flaky", flaky, clock=clock)
+    first, second = calls[0], calls[1]
+    assert calls == [first, second, second]
+
+
+async def test_handler_writes_commit_with_the_cursor(desk, clock):
+    """What a handler writes and the cursor move are one transaction (the outbox relies on it)."""
+    await open_tickets(desk, 1)
+
+    async def tag_then_fail(session, event):
+        ticket = await session.get(Ticket, event.ticket_id)
+        ticket.subject = "changed by consumer"
+        raise RuntimeError("after the write")
+
+    try:
+        await consume_once(desk.db, "atomic", tag_then_fail, clock=clock)
+    except RuntimeError:
+        pass
+    async with desk.db.read() as s:
+        assert await s.scalar(select(Ticket.subject)) == "t0"
+
+
+async def test_running_consumer_is_woken_by_commits_without_waiting_for_the_poll(desk, clock):
+    seen: list[str] = []
+    got_two = asyncio.Event()
+
+    async def handle(session, event):
+        seen.append(event.type)
+        if len(seen) == 2:
+            got_two.set()
+
+    stop = asyncio.Event()
+    task = asyncio.create_task(run_consumer(desk.db, "live", handle, clock=clock, poll_seconds=60, stop=stop))
+    await open_tickets(desk, 1)
+    number = (await services.open_ticket(desk, ALICE, MailContent(text="y", subject="s"))).ticket.number
+    await asyncio.wait_for(got_two.wait(), timeout=5)
+    await services.add_note(desk, number, SAM, "note")
+    for _ in range(50):
+        if len(seen) == 3:
+            break
+        await asyncio.sleep(0.05)
+    stop.set()
+    await asyncio.wait_for(task, timeout=5)
+    assert seen == ["TicketOpened", "TicketOpened", "NoteAdded"]
+    async with desk.db.read() as s:
+        assert await s.scalar(select(func.count()).select_from(Event)) == 3
