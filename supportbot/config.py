@@ -74,7 +74,7 @@ class SmtpListenerConfig(Section):
 
 
 class ImapMailboxConfig(Section):
-    name: str
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,49}$")  # also names the password variable
     host: str
     port: int = Field(993, ge=1, le=65535)
     security: Literal["tls", "starttls", "plain"] = "tls"
@@ -84,8 +84,17 @@ class ImapMailboxConfig(Section):
     processed_folder: str = ""  # move mail here after it is stored; empty: only flag \\Seen
     ca_file: Path | None = None
     timeout_seconds: float = Field(30, gt=0)
-    poll_seconds: float = Field(60, gt=0)  # when the server has no IDLE
+    idle: bool = True  # false: poll even when the server offers IDLE
+    poll_seconds: float = Field(60, gt=0)  # when the server has no IDLE (or idle = false)
     idle_renew_seconds: float = Field(25 * 60, gt=0)  # servers drop IDLE after 29-30 minutes
+    reconnect_max_seconds: float = Field(300, gt=0)  # backoff after a drop: 1 s, 2 s, 4 s … up to this
+    fetch_batch: int = Field(100, ge=1, le=1000)  # mails per FETCH
+
+    @model_validator(mode="after")
+    def _folders(self) -> ImapMailboxConfig:
+        if self.processed_folder and self.processed_folder == self.folder:
+            raise ValueError("processed_folder must differ from folder (or be empty)")
+        return self
 
 
 class OutboundConfig(Section):
@@ -238,6 +247,6 @@ def _describe(error: ValidationError, path: Path | None) -> str:
             continue
         value = problem.get("input")
         shown = "<secret>" if any(s in key for s in ("password", "token", "secret")) else repr(value)
-        expected = problem["msg"].removeprefix("Value error, ")
-        lines.append(f"  {key} = {shown}: expected {expected[0].lower() + expected[1:]}")
+        expected = problem["msg"].removeprefix("Value error, ").removeprefix("Input should be ")
+        lines.append(f"  {key} = {shown}: expected {expected}")
     return "\n".join(lines)

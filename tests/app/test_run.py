@@ -1,0 +1,56 @@
+"""`supportbot run`: starts its parts, serves /healthz and /metrics, and stops cleanly on a signal."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(url: str, deadline: float) -> bytes:
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=1) as response:
+                return response.read()
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
+def test_run_serves_health_and_metrics_and_stops_cleanly_on_sigterm(tmp_path: Path):
+    port = free_port()
+    config = tmp_path / "supportbot.toml"
+    config.write_text(f"[http]\nport = {port}\n[mail.smtp_listener]\nport = {free_port()}\n")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "supportbot", "--config", str(config), "run"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env={**os.environ, "SUPPORTBOT_DISCORD_TOKEN": ""})
+    try:
+        health = wait_for(f"http://127.0.0.1:{port}/healthz", time.monotonic() + 30)
+        assert b'"status": "ok"' in health
+        metrics = wait_for(f"http://127.0.0.1:{port}/metrics", time.monotonic() + 5).decode()
+        assert "supportbot_database_up 1.0" in metrics
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == 0, output
+    assert "started health and metrics endpoint" in output
+    assert "Discord" in output or "discord" in output  # says what it skipped, and why
+    assert "stopped cleanly" in output
+    assert "Traceback" not in output
+    assert (tmp_path / "supportbot-data" / "desk.db").exists()
