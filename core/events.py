@@ -73,11 +73,25 @@ async def cursor_position(session: AsyncSession, consumer: str) -> int:
     return cursor.position if cursor else 0
 
 
+async def lock_cursor(session: AsyncSession, consumer: str, at: datetime) -> ConsumerCursor:
+    """The consumer's cursor row, created if new and locked until commit (one worker at a time)."""
+    table = ConsumerCursor.__table__
+    values = {"name": consumer, "position": 0, "updated_at": at}
+    if session.bind.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as dialect_insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert as dialect_insert
+    await session.execute(dialect_insert(table).values(values).on_conflict_do_nothing(index_elements=["name"]))
+    cursor = await session.scalar(
+        select(ConsumerCursor).where(ConsumerCursor.name == consumer).with_for_update()
+        .execution_options(populate_existing=True))
+    assert cursor is not None
+    return cursor
+
+
 async def advance_cursor(session: AsyncSession, consumer: str, position: int, at: datetime) -> None:
-    cursor = await session.get(ConsumerCursor, consumer, with_for_update=True)
-    if cursor is None:
-        session.add(ConsumerCursor(name=consumer, position=position, updated_at=at))
-    elif position > cursor.position:
+    cursor = await lock_cursor(session, consumer, at)
+    if position > cursor.position:
         cursor.position = position
         cursor.updated_at = at
 
@@ -104,14 +118,29 @@ async def consume_once(db: Database, consumer: str, handle: EventHandler, *, clo
         pending = [e.id for e in await events_after(session, position, batch)]
     for event_id in pending:
         async with db.transaction() as session:
-            if await cursor_position(session, consumer) >= event_id:
+            cursor = await lock_cursor(session, consumer, clock())
+            if cursor.position >= event_id:
                 continue  # another worker got here first
             event = await session.get(Event, event_id)
             assert event is not None
-            await handle(session, event)
-            await advance_cursor(session, consumer, event_id, clock())
+            try:
+                await handle(session, event)
+            except Exception as e:
+                raise HandlerFailed(consumer, event_id) from e
+            cursor.position, cursor.updated_at = event_id, clock()
         handled += 1
     return handled
+
+
+class HandlerFailed(Exception):
+    def __init__(self, consumer: str, event_id: int) -> None:
+        super().__init__(f"consumer {consumer} failed on event {event_id}")
+        self.event_id = event_id
+
+
+# After this many failures on one event, a consumer logs an error and moves past it rather than
+# stopping every later event (one broken ticket must not silence the whole desk).
+MAX_ATTEMPTS_PER_EVENT = 5
 
 
 async def run_consumer(db: Database, consumer: str, handle: EventHandler, *, clock: Callable[[], datetime],
@@ -119,11 +148,22 @@ async def run_consumer(db: Database, consumer: str, handle: EventHandler, *, clo
     """Consume forever: woken by commits in this process, polling for those of other processes."""
     stop = stop or asyncio.Event()
     committed = db.listen_for_events()
+    failures: dict[int, int] = {}
     while not stop.is_set():
         committed.clear()
         try:
             while await consume_once(db, consumer, handle, clock=clock):
                 pass
+        except HandlerFailed as e:
+            failures[e.event_id] = failures.get(e.event_id, 0) + 1
+            if failures[e.event_id] >= MAX_ATTEMPTS_PER_EVENT:
+                log.error("consumer %s skips event %d after %d failures", consumer, e.event_id,
+                          failures.pop(e.event_id), exc_info=e.__cause__)
+                async with db.transaction() as session:
+                    await advance_cursor(session, consumer, e.event_id, clock())
+                continue
+            log.warning("consumer %s failed on event %d (attempt %d); retrying in %.0fs", consumer,
+                        e.event_id, failures[e.event_id], poll_seconds, exc_info=e.__cause__)
         except Exception:
             log.exception("consumer %s failed; retrying in %.0fs", consumer, poll_seconds)
         waiters = {asyncio.ensure_future(committed.wait()), asyncio.ensure_future(stop.wait())}

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+
+import pytest
 
 from sqlalchemy import func, select
 
 from core import services
 from core.db import Database
-from core.events import consume_once, run_consumer
+from core.events import MAX_ATTEMPTS_PER_EVENT, HandlerFailed, consume_once, run_consumer
 from core.models import Event, Ticket
 from core.services import ContactRef, MailContent, StaffRef
 
@@ -49,10 +52,8 @@ async def test_a_failing_handler_moves_no_cursor_and_the_event_is_retried(desk, 
         if len(calls) == 2:
             raise RuntimeError("outage")
 
-    try:
+    with pytest.raises(HandlerFailed):
         await consume_once(desk.db, "flaky", flaky, clock=clock)
-    except RuntimeError:
-        pass
     await consume_once(desk.db, "flaky", flaky, clock=clock)
     first, second = calls[0], calls[1]
     assert calls == [first, second, second]
@@ -67,10 +68,8 @@ async def test_handler_writes_commit_with_the_cursor(desk, clock):
         ticket.subject = "changed by consumer"
         raise RuntimeError("after the write")
 
-    try:
+    with pytest.raises(HandlerFailed):
         await consume_once(desk.db, "atomic", tag_then_fail, clock=clock)
-    except RuntimeError:
-        pass
     async with desk.db.read() as s:
         assert await s.scalar(select(Ticket.subject)) == "t0"
 
@@ -99,3 +98,48 @@ async def test_running_consumer_is_woken_by_commits_without_waiting_for_the_poll
     assert seen == ["TicketOpened", "TicketOpened", "NoteAdded"]
     async with desk.db.read() as s:
         assert await s.scalar(select(func.count()).select_from(Event)) == 3
+
+
+async def test_a_poison_event_is_skipped_after_repeated_failures_and_later_events_flow(desk, clock, caplog):
+    await open_tickets(desk, 2)
+    handled: list[int] = []
+    attempts: list[int] = []
+    first_id = None
+
+    async def poison_first(session, event):
+        nonlocal first_id
+        first_id = first_id or event.id
+        if event.id == first_id:
+            attempts.append(event.id)
+            raise ValueError("cannot handle this one")
+        handled.append(event.id)
+
+    stop = asyncio.Event()
+    task = asyncio.create_task(run_consumer(desk.db, "poison", poison_first, clock=clock, poll_seconds=0.01,
+                                            stop=stop))
+    for _ in range(300):
+        if handled:
+            break
+        await asyncio.sleep(0.01)
+    stop.set()
+    await asyncio.wait_for(task, timeout=5)
+    assert len(attempts) == MAX_ATTEMPTS_PER_EVENT
+    assert handled == [first_id + 1]
+    assert any("skips event" in r.message and r.levelno == logging.ERROR for r in caplog.records)
+
+
+async def test_two_workers_on_one_cursor_handle_each_event_once(desk, clock):
+    await open_tickets(desk, 20)
+    seen: list[int] = []
+
+    async def slow(session, event):
+        seen.append(event.id)
+        await asyncio.sleep(0.001)
+
+    other = Database(str(desk.db.url.render_as_string(hide_password=False)))
+    try:
+        await asyncio.gather(consume_once(desk.db, "shared", slow, clock=clock),
+                             consume_once(other, "shared", slow, clock=clock))
+    finally:
+        await other.dispose()
+    assert sorted(seen) == sorted(set(seen)) and len(seen) == 20
