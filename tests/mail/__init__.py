@@ -1,0 +1,1 @@
+"""Tests of the mail gateway: parsing, quote stripping, HTML."""
