@@ -1,0 +1,174 @@
+"""The outbox: mail queued in the same transaction as its cause, claimed, sent, retried or failed."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import exists, func, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
+
+from core.desk import Desk
+from core.enums import OutboxStatus
+from core.errors import Conflict, NotFound
+from core.events import EventType, append_event
+from core.models import OutboxMail
+from core.outbox_models import OutboxRecipient
+
+CAP_WINDOW = timedelta(hours=1)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Exponential backoff with jitter; give up on temporary failures only after a long time."""
+
+    initial: timedelta = timedelta(seconds=60)
+    maximum: timedelta = timedelta(hours=1)
+    give_up_after: timedelta = timedelta(days=3)
+    # A claim is a lease: a sender that dies mid-send leaves the row to be claimed again after this.
+    lease: timedelta = timedelta(minutes=5)
+
+    def delay(self, attempts: int, rng: random.Random | None = None) -> timedelta:
+        base = min(self.maximum.total_seconds(), self.initial.total_seconds() * 2 ** max(0, attempts - 1))
+        # ±20 % so many mails queued during one outage do not all hit the relay at the same second.
+        return timedelta(seconds=base * (rng or random).uniform(0.8, 1.2))
+
+
+@dataclass(frozen=True)
+class OutgoingMail:
+    """A rendered mail ready to queue; `content` is exactly what goes over SMTP."""
+
+    kind: str
+    rfc822_message_id: str
+    mail_from: str
+    recipients: Sequence[str]
+    content: bytes
+    automatic: bool
+    ticket_id: int | None = None
+    message_id: int | None = None
+
+
+async def enqueue(session: AsyncSession, mail: OutgoingMail, now: datetime) -> OutboxMail:
+    """Queue in the caller's transaction, so the mail exists exactly when its cause does."""
+    row = OutboxMail(
+        ticket_id=mail.ticket_id, message_id=mail.message_id, kind=mail.kind,
+        rfc822_message_id=mail.rfc822_message_id, mail_from=mail.mail_from,
+        recipients=list(mail.recipients), content=mail.content, automatic=mail.automatic,
+        status=OutboxStatus.QUEUED, attempts=0, next_attempt_at=now, created_at=now,
+    )
+    session.add(row)
+    await session.flush()
+    for email in dict.fromkeys(r.lower() for r in mail.recipients):
+        session.add(OutboxRecipient(outbox_id=row.id, email=email, automatic=mail.automatic, created_at=now))
+    return row
+
+
+async def automatic_mail_allowed(session: AsyncSession, email: str, now: datetime, per_hour: int) -> bool:
+    """False once this recipient got `per_hour` automatic mails in the last hour (ack storms, loops)."""
+    count = await session.scalar(
+        select(func.count()).select_from(OutboxRecipient).where(
+            OutboxRecipient.email == email.lower(), OutboxRecipient.automatic.is_(True),
+            OutboxRecipient.created_at > now - CAP_WINDOW))
+    return int(count or 0) < per_hour
+
+
+async def claim_due(desk: Desk, policy: RetryPolicy, limit: int = 20) -> list[OutboxMail]:
+    """Mark due mail as being sent and return it; the oldest unsent mail of a ticket goes first.
+
+    A mail waits while an earlier mail of its ticket is still queued or being sent, so a customer
+    never gets the second reply before the first. On PostgreSQL, FOR UPDATE SKIP LOCKED lets
+    several senders share the outbox without sending a row twice.
+    """
+    now = desk.clock()
+    earlier = aliased(OutboxMail)
+    blocked = exists().where(
+        earlier.ticket_id == OutboxMail.ticket_id, earlier.id < OutboxMail.id,
+        earlier.status.in_([OutboxStatus.QUEUED, OutboxStatus.SENDING]))
+    # A row still `sending` whose lease ran out was claimed by a sender that died: claim it again.
+    due = OutboxMail.status.in_([OutboxStatus.QUEUED, OutboxStatus.SENDING])
+    query = (select(OutboxMail)
+             .where(due, OutboxMail.next_attempt_at <= now, or_(OutboxMail.ticket_id.is_(None), ~blocked))
+             .order_by(OutboxMail.id).limit(limit))
+    if desk.db.is_postgres:
+        query = query.with_for_update(skip_locked=True, of=OutboxMail)
+    async with desk.db.transaction() as session:
+        rows = list(await session.scalars(query))
+        for row in rows:
+            row.status = OutboxStatus.SENDING
+            row.attempts += 1
+            row.next_attempt_at = now + policy.lease
+        return rows
+
+
+async def mark_sent(desk: Desk, mail_id: int, note: str | None = None) -> None:
+    async with desk.db.transaction() as session:
+        await session.execute(update(OutboxMail).where(OutboxMail.id == mail_id).values(
+            status=OutboxStatus.SENT, sent_at=desk.clock(), last_error=note))
+
+
+async def mark_retry(desk: Desk, mail_id: int, error: str, policy: RetryPolicy) -> bool:
+    """Try again later; after `give_up_after` of failing, fail for good. True if it will be retried."""
+    now = desk.clock()
+    async with desk.db.transaction() as session:
+        row = await session.get(OutboxMail, mail_id, with_for_update=True)
+        if row is None:
+            return False
+        if now - row.created_at >= policy.give_up_after:
+            await _fail(session, row, f"gave up after {row.attempts} attempts: {error}", now)
+            return False
+        row.status = OutboxStatus.QUEUED
+        row.last_error = error[:2000]
+        row.next_attempt_at = now + policy.delay(row.attempts)
+        return True
+
+
+async def mark_failed(desk: Desk, mail_id: int, error: str) -> None:
+    """A permanent failure: the mail stays, marked failed, and staff hear of it through an event."""
+    now = desk.clock()
+    async with desk.db.transaction() as session:
+        row = await session.get(OutboxMail, mail_id, with_for_update=True)
+        if row is not None:
+            await _fail(session, row, error, now)
+
+
+async def _fail(session: AsyncSession, row: OutboxMail, error: str, now: datetime) -> None:
+    row.status = OutboxStatus.FAILED
+    row.last_error = error[:2000]
+    await append_event(session, EventType.OUTBOUND_FAILED, at=now, ticket_id=row.ticket_id,
+                       message_id=row.message_id,
+                       data={"outbox_id": row.id, "kind": row.kind, "error": error[:500],
+                             "attempts": row.attempts, "recipients": len(row.recipients)})
+
+
+async def list_mail(desk: Desk, status: OutboxStatus | None = None, limit: int = 50) -> list[OutboxMail]:
+    """Newest first."""
+    query = select(OutboxMail).order_by(OutboxMail.id.desc()).limit(max(1, min(limit, 500)))
+    if status is not None:
+        query = query.where(OutboxMail.status == status)
+    async with desk.db.read() as session:
+        return list(await session.scalars(query))
+
+
+async def get_mail(desk: Desk, mail_id: int) -> OutboxMail:
+    async with desk.db.read() as session:
+        row = await session.get(OutboxMail, mail_id)
+    if row is None:
+        raise NotFound(f"no outbox mail {mail_id}")
+    return row
+
+
+async def retry(desk: Desk, mail_id: int) -> OutboxMail:
+    """Send a failed (or waiting) mail again now; the same Message-ID, so it threads the same."""
+    async with desk.db.transaction() as session:
+        row = await session.get(OutboxMail, mail_id, with_for_update=True)
+        if row is None:
+            raise NotFound(f"no outbox mail {mail_id}")
+        if row.status in (OutboxStatus.SENT, OutboxStatus.SENDING):
+            raise Conflict(f"outbox mail {mail_id} is {row.status.value}; only queued or failed mail can be retried")
+        row.status = OutboxStatus.QUEUED
+        row.next_attempt_at = desk.clock()
+        return row
+

@@ -1,0 +1,1 @@
+"""Mail out: composing, queueing from events, and sending over SMTP (or into a local maildir)."""

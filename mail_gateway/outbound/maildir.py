@@ -1,0 +1,34 @@
+"""Embedded default without a relay: mail is written to a local maildir so operators can see it."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import mailbox
+from collections.abc import Sequence
+from pathlib import Path
+
+from core.models import OutboxMail
+from mail_gateway.outbound.transport import Outcome, Sent
+
+log = logging.getLogger(__name__)
+
+
+class MaildirTransport:
+    """Every mail 'sent' lands in `path` (new/), readable by any mail client or `mutt -f`."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.description = f"maildir {path}"
+        # Said once, at start: every mail would repeat it otherwise.
+        log.warning("no SMTP relay configured (mail.outbound.host is empty): outgoing mail is written "
+                    "to the maildir %s instead of being sent", path)
+
+    async def deliver(self, batch: Sequence[OutboxMail]) -> list[Outcome]:
+        await asyncio.to_thread(self._write, [m.content for m in batch])
+        return [Sent() for _ in batch]
+
+    def _write(self, contents: list[bytes]) -> None:
+        box = mailbox.Maildir(self.path, create=True)
+        for content in contents:
+            box.add(content)

@@ -1,0 +1,228 @@
+"""The notifier: which events become mail, to whom, and how they thread; delivered to a real sink."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+
+from core.desk import Desk
+from core.enums import OutboxStatus, Status
+from core.models import Message, OutboxMail
+from core.outbox import list_mail
+from core.services import (
+    ContactRef,
+    MailContent,
+    NewAttachment,
+    StaffRef,
+    add_customer_message,
+    block_sender,
+    open_ticket,
+    reply,
+    set_status,
+)
+from mail_gateway.tokens import FOOTER_TOKEN, Signer
+from tests.conftest import FixedClock
+from tests.outbound.conftest import SECRET, SUPPORT, MailOut, Sink
+
+ALICE = ContactRef("alice@example.org", "Alice Liddell")
+BOB = StaffRef("Bob", discord_id=42)
+
+
+async def open_from_alice(desk: Desk, subject: str = "Printer on fire", **content: object) -> int:
+    mail = MailContent(text="My printer is on fire.\nPlease help.", subject=subject,
+                       message_id="<c1@example.org>", **content)  # type: ignore[arg-type]
+    change = await open_ticket(desk, ALICE, mail)
+    return change.ticket.number
+
+
+async def test_new_ticket_gets_an_acknowledgement_with_number_summary_and_expectation(
+        desk: Desk, mail_out: MailOut, sink: Sink) -> None:
+    number = await open_from_alice(desk)
+    await mail_out.flush()
+    assert len(sink.received) == 1
+    got = sink.received[0]
+    assert got.rcpt_tos == ["alice@example.org"] and got.mail_from == SUPPORT
+    msg = got.message
+    assert msg["Subject"] == f"Re: [#{number}] Printer on fire"
+    assert msg["In-Reply-To"] == "<c1@example.org>"
+    assert msg["Auto-Submitted"] == "auto-replied"
+    text = msg.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+    assert f"#{number}" in text and "My printer is on fire." in text
+    assert "get back to you" in text
+    assert Signer(SECRET, "example.test").ticket_from_message_id(msg["Message-ID"]) == number
+
+
+async def test_machine_mail_gets_no_acknowledgement(desk: Desk, mail_out: MailOut, sink: Sink) -> None:
+    await open_from_alice(desk, subject="Out of office", is_machine=True)
+    await mail_out.flush()
+    assert sink.received == [] and await list_mail(desk) == []
+
+
+async def test_blocked_contact_gets_no_mail_at_all(desk: Desk, mail_out: MailOut, sink: Sink) -> None:
+    await block_sender(desk, ALICE.email, BOB)
+    number = await open_from_alice(desk)
+    await reply(desk, number, BOB, "We will not answer you.")
+    await set_status(desk, number, Status.RESOLVED, BOB)
+    await mail_out.flush()
+    assert sink.received == [] and await list_mail(desk) == []
+
+
+async def test_our_own_support_address_is_never_mailed(desk: Desk, mail_out: MailOut, sink: Sink) -> None:
+    await open_ticket(desk, ContactRef("support+1001-aaaaaaaaaaaaaaaa@example.test"),
+                      MailContent(text="loop?", subject="loop"))
+    await mail_out.flush()
+    assert sink.received == []
+
+
+async def test_staff_reply_goes_to_requester_and_cc_with_attachments(
+        desk: Desk, mail_out: MailOut, sink: Sink) -> None:
+    number = await open_from_alice(desk)
+    await add_customer_message(desk, number, ALICE, MailContent(text="more", message_id="<c2@example.org>"),
+                               cc=[ContactRef("carol@example.org", "Carol")])
+    pdf = b"%PDF-1.4 manual" * 100
+    await reply(desk, number, BOB, "Unplug it.\n\nThen call us.",
+                attachments=[NewAttachment("manual.pdf", "application/pdf", pdf)])
+    await mail_out.flush()
+    replies = [r for r in sink.received if r.message["Auto-Submitted"] is None]
+    assert len(replies) == 1
+    got = replies[0]
+    assert sorted(got.rcpt_tos) == ["alice@example.org", "carol@example.org"]
+    msg = got.message
+    assert msg["To"] == "Alice Liddell <alice@example.org>" and msg["Cc"] == "Carol <carol@example.org>"
+    assert msg.get_content_type() == "multipart/mixed"
+    (attachment,) = list(msg.iter_attachments())
+    assert attachment.get_filename() == "manual.pdf" and attachment.get_payload(decode=True) == pdf
+    assert "Unplug it." in msg.get_body(("html",)).get_content()  # type: ignore[union-attr]
+    assert "Bob" in msg.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+    async with desk.db.read() as session:
+        stored = await session.scalar(select(Message.message_id).where(Message.body_text.startswith("Unplug")))
+    assert stored == msg["Message-ID"], "the reply's Message-ID is kept on the message for threading"
+
+
+async def test_replies_thread_onto_the_customers_mail_over_several_rounds(
+        desk: Desk, mail_out: MailOut, sink: Sink, clock: FixedClock) -> None:
+    number = await open_from_alice(desk)
+    await reply(desk, number, BOB, "First answer")
+    await mail_out.flush()
+    first = next(r.message for r in sink.received if "First answer" in r.raw.decode())
+    assert first["In-Reply-To"] == "<c1@example.org>" and first["References"] == "<c1@example.org>"
+    # Alice answers our reply, as a mail client does: References = ours + the one she replies to.
+    clock.advance(minutes=5)
+    await add_customer_message(desk, number, ALICE, MailContent(
+        text="Still burning", message_id="<c2@example.org>", in_reply_to=first["Message-ID"],
+        references=f"<c1@example.org> {first['Message-ID']}"))
+    await reply(desk, number, BOB, "Second answer")
+    await mail_out.flush()
+    second = next(r.message for r in sink.received if "Second answer" in r.raw.decode())
+    assert second["In-Reply-To"] == "<c2@example.org>"
+    assert second["References"].split() == ["<c1@example.org>", first["Message-ID"], "<c2@example.org>"]
+    assert second["Message-ID"] != first["Message-ID"]
+    subjects = {r.message["Subject"] for r in sink.received}
+    assert subjects == {f"Re: [#{number}] Printer on fire"}, "never Re: Re:"
+    tokens = {FOOTER_TOKEN.search(r.message.get_body(("plain",)).get_content()).group(1)  # type: ignore[union-attr]
+              for r in sink.received}
+    assert tokens == {Signer(SECRET, "example.test").ticket_token(number)}
+
+
+async def test_resolved_and_closed_tickets_tell_the_customer(
+        desk: Desk, mail_out: MailOut, sink: Sink) -> None:
+    number = await open_from_alice(desk)
+    await mail_out.flush()
+    await set_status(desk, number, Status.RESOLVED, BOB)
+    await set_status(desk, number, Status.CLOSED, BOB)
+    await mail_out.flush()
+    kinds = [m.kind for m in sorted(await list_mail(desk), key=lambda m: m.id)]
+    assert kinds == ["ack", "resolved", "closed"]
+    resolved = sink.received[1].message
+    assert "reply to this mail" in resolved.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+    assert resolved["In-Reply-To"] == "<c1@example.org>"
+    assert resolved["Auto-Submitted"] == "auto-replied"
+
+
+async def test_a_reply_that_resolves_sends_only_the_reply(desk: Desk, mail_out: MailOut, sink: Sink) -> None:
+    number = await open_from_alice(desk)
+    await reply(desk, number, BOB, "Fixed it", status=Status.RESOLVED)
+    await mail_out.flush()
+    assert sorted(m.kind for m in await list_mail(desk)) == ["ack", "reply"]
+
+
+async def test_automatic_mail_is_capped_per_recipient_but_replies_are_not(
+        desk: Desk, mail_out: MailOut, sink: Sink, clock: FixedClock) -> None:
+    # The fixture allows 3 automatic mails per recipient per hour.
+    numbers = [await open_from_alice(desk, subject=f"Problem {i}") for i in range(5)]
+    for n in numbers:
+        await reply(desk, n, BOB, f"Answer to {n}")
+    await mail_out.flush()
+    mails = await list_mail(desk, limit=100)
+    assert sum(1 for m in mails if m.kind == "ack") == 3
+    assert sum(1 for m in mails if m.kind == "reply") == 5
+    assert len(sink.received) == 8
+    clock.advance(minutes=61)
+    await open_from_alice(desk, subject="Next hour")
+    await mail_out.flush()
+    assert sum(1 for m in await list_mail(desk, limit=100) if m.kind == "ack") == 4
+
+
+async def test_each_event_is_queued_once_even_when_replayed(desk: Desk, mail_out: MailOut) -> None:
+    number = await open_from_alice(desk)
+    await reply(desk, number, BOB, "Hello")
+    assert await mail_out.notify() > 0
+    assert await mail_out.notify() == 0
+    async with desk.db.transaction() as session:  # an operator resets the cursor by hand
+        from core.models import ConsumerCursor
+
+        cursor = await session.get(ConsumerCursor, "mail-notifier")
+        assert cursor is not None
+        cursor.position = 0
+    await mail_out.notify()
+    async with desk.db.read() as session:
+        rows = list(await session.scalars(select(OutboxMail)))
+    assert sorted(r.kind for r in rows) == ["ack", "reply"]
+    assert {r.status for r in rows} == {OutboxStatus.QUEUED}
+
+
+async def test_acknowledgement_states_the_first_response_target_of_the_priority(
+        desk: Desk, mail_out: MailOut, sink: Sink) -> None:
+    from datetime import timedelta
+
+    from core.enums import Priority
+    from core.sla.policy import SlaPolicy, SlaSettings
+    from mail_gateway.outbound.notifier import Notifier, expectation_from_sla
+    from tests.outbound.conftest import make_composer
+
+    sla = SlaSettings(policies={Priority.URGENT: SlaPolicy(first_response=timedelta(hours=4), business_hours=False)})
+    mail_out.notifier = Notifier(desk, make_composer(), support_addresses=[SUPPORT], automatic_per_hour=10,
+                                 expectation=expectation_from_sla(sla))
+    await open_ticket(desk, ALICE, MailContent(text="down!", subject="Site down"), priority=Priority.URGENT)
+    await open_ticket(desk, ALICE, MailContent(text="typo", subject="Typo"), priority=Priority.LOW)
+    await mail_out.flush()
+    texts = {r.message["Subject"]: r.message.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+             for r in sink.received}
+    (urgent,) = [t for s, t in texts.items() if "Site down" in s]
+    (low,) = [t for s, t in texts.items() if "Typo" in s]
+    assert "We aim to send you a first answer within 4 hours." in urgent
+    assert "as soon as possible" in low and "within" not in low
+
+
+async def test_a_mail_that_cannot_be_built_is_reported_and_does_not_block_the_rest(
+        desk: Desk, mail_out: MailOut, sink: Sink, tmp_path: object) -> None:
+    from pathlib import Path
+
+    from core.events import EventType
+    from core.models import Event
+    from mail_gateway.outbound.notifier import Notifier
+    from supportbot.templating import template_environment
+    from tests.outbound.conftest import make_composer
+
+    assert isinstance(tmp_path, Path)
+    (tmp_path / "mine" / "email").mkdir(parents=True)
+    (tmp_path / "mine" / "email" / "acknowledgement.txt.j2").write_text("{{ no_such_variable }}")
+    broken = make_composer(templates=template_environment(tmp_path / "mine"))
+    mail_out.notifier = Notifier(desk, broken, support_addresses=[SUPPORT], automatic_per_hour=10)
+    number = await open_from_alice(desk)
+    await reply(desk, number, BOB, "The reply still goes out")
+    await mail_out.flush()
+    assert [m.kind for m in await list_mail(desk)] == ["reply"]
+    assert len(sink.received) == 1
+    async with desk.db.read() as session:
+        (failed,) = list(await session.scalars(select(Event).where(Event.type == EventType.OUTBOUND_FAILED)))
+    assert failed.data["kind"] == "ack" and "no_such_variable" in failed.data["error"]
