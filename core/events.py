@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
@@ -37,6 +37,10 @@ class EventType(StrEnum):
     MAIL_HELD = "MailHeld"
     MAIL_BOUNCED = "MailBounced"
     OUTBOUND_FAILED = "OutboundFailed"
+    # SLA (core.sla): their data is described in core/sla/firing.py
+    SLA_AT_RISK = "SlaAtRisk"
+    SLA_BREACHED = "SlaBreached"
+    PENDING_REMINDER_DUE = "PendingReminderDue"
 
 
 # Any constant will do; it only has to be the same in every process that appends events.
@@ -105,18 +109,31 @@ EventHandler = Callable[[AsyncSession, Event], Awaitable[None]]
 
 
 async def consume_once(db: Database, consumer: str, handle: EventHandler, *, clock: Callable[[], datetime],
-                       batch: int = 100) -> int:
+                       batch: int = 100, types: Collection[str] | None = None) -> int:
     """Apply `handle` to each unseen event, each in the transaction that moves the cursor past it.
 
     A handler that only writes to the database (the mail notifier filling the outbox) therefore
     acts exactly once. One with outside effects (the Discord projector) must be idempotent itself.
-    Returns how many events were handled.
+    With `types`, other events are passed over in one transaction per run instead of one each.
+    Returns how many events the cursor moved past.
     """
-    handled = 0
     async with db.read() as session:
         position = await cursor_position(session, consumer)
-        pending = [e.id for e in await events_after(session, position, batch)]
-    for event_id in pending:
+        pending = [(e.id, e.type) for e in await events_after(session, position, batch)]
+    moved = 0
+    index = 0
+    while index < len(pending):
+        if types is not None and pending[index][1] not in types:
+            last = index
+            while last + 1 < len(pending) and pending[last + 1][1] not in types:
+                last += 1
+            async with db.transaction() as session:
+                await advance_cursor(session, consumer, pending[last][0], clock())
+            moved += last - index + 1
+            index = last + 1
+            continue
+        event_id = pending[index][0]
+        index += 1
         async with db.transaction() as session:
             cursor = await lock_cursor(session, consumer, clock())
             if cursor.position >= event_id:
@@ -128,8 +145,8 @@ async def consume_once(db: Database, consumer: str, handle: EventHandler, *, clo
             except Exception as e:
                 raise HandlerFailed(consumer, event_id) from e
             cursor.position, cursor.updated_at = event_id, clock()
-        handled += 1
-    return handled
+        moved += 1
+    return moved
 
 
 class HandlerFailed(Exception):
@@ -144,7 +161,8 @@ MAX_ATTEMPTS_PER_EVENT = 5
 
 
 async def run_consumer(db: Database, consumer: str, handle: EventHandler, *, clock: Callable[[], datetime],
-                       poll_seconds: float = 2.0, stop: asyncio.Event | None = None) -> None:
+                       poll_seconds: float = 2.0, stop: asyncio.Event | None = None,
+                       types: Collection[str] | None = None) -> None:
     """Consume forever: woken by commits in this process, polling for those of other processes."""
     stop = stop or asyncio.Event()
     committed = db.listen_for_events()
@@ -152,7 +170,7 @@ async def run_consumer(db: Database, consumer: str, handle: EventHandler, *, clo
     while not stop.is_set():
         committed.clear()
         try:
-            while await consume_once(db, consumer, handle, clock=clock):
+            while await consume_once(db, consumer, handle, clock=clock, types=types):
                 pass
         except HandlerFailed as e:
             failures[e.event_id] = failures.get(e.event_id, 0) + 1

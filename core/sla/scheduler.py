@@ -62,7 +62,8 @@ class SlaScheduler:
     async def catch_up(self) -> int:
         """Apply every event the "sla" consumer has not seen yet; returns how many."""
         total = 0
-        while handled := await consume_once(self.desk.db, CONSUMER, self.clocks.handle, clock=self.desk.clock):
+        while handled := await consume_once(self.desk.db, CONSUMER, self.clocks.handle, clock=self.desk.clock,
+                                                  types=WATCHED):
             total += handled
         return total
 

@@ -143,3 +143,20 @@ async def test_two_workers_on_one_cursor_handle_each_event_once(desk, clock):
     finally:
         await other.dispose()
     assert sorted(seen) == sorted(set(seen)) and len(seen) == 20
+
+
+async def test_a_consumer_can_pass_over_event_types_it_ignores(desk, clock):
+    await open_tickets(desk, 1)
+    number = (await services.open_ticket(desk, ALICE, MailContent(text="y", subject="s"))).ticket.number
+    for i in range(5):
+        await services.add_note(desk, number, SAM, f"note {i}")
+    await open_tickets(desk, 1)
+    seen: list[str] = []
+
+    async def handle(session, event):
+        seen.append(event.type)
+
+    moved = await consume_once(desk.db, "typed", handle, clock=clock, types={"TicketOpened"})
+    assert moved == 8
+    assert seen == ["TicketOpened"] * 3
+    assert await consume_once(desk.db, "typed", handle, clock=clock, types={"TicketOpened"}) == 0
