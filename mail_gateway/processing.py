@@ -1,0 +1,236 @@
+"""Processing one stored mail: parse, thread match, rules, one ticket service call, then settle its row."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import TYPE_CHECKING
+
+from core.desk import Desk
+from core.errors import UserError
+from core.inbound import Claim, claim, hold, mark_processed, quarantine, reader, record_bounce
+from core.models import InboundMail
+from core.services import ContactRef, MailContent, NewAttachment, add_customer_message, open_ticket
+from mail_gateway.inbound_context import InboundContext
+from mail_gateway.routing import route
+from mail_gateway.rules import Action, Decision, RuleContext, evaluate
+from mail_gateway.thread_match import ThreadMatch, Via, bracketed, match_thread
+
+if TYPE_CHECKING:
+    from mail_gateway.parsing import ParsedMail
+
+log = logging.getLogger("mail_gateway.processing")
+
+MAX_CC = 20  # participants added from one mail's To/Cc; more is a mailing, not a conversation
+MAX_REFERENCES = 50
+
+
+class Kind(StrEnum):
+    OPENED = "opened"  # a new ticket
+    ADDED = "added"  # a message on an existing ticket
+    DUPLICATE = "duplicate"
+    BOUNCE = "bounce"
+    HELD = "held"
+    QUARANTINED = "quarantined"
+    SKIPPED = "skipped"  # not waiting for processing (done already, or another worker has it)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    mail_id: int
+    kind: Kind
+    ticket_number: int | None = None
+    machine: bool = False
+    detail: str = ""
+
+    def describe(self, desk: Desk) -> str:
+        """One line for `supportbot ingest` and the logs: what happened, and to which ticket."""
+        ticket = desk.format_number(self.ticket_number) if self.ticket_number is not None else None
+        text = {
+            Kind.OPENED: f"opened ticket {ticket}",
+            Kind.ADDED: f"added to ticket {ticket}",
+            Kind.DUPLICATE: "duplicate" + (f" (ticket {ticket})" if ticket else ""),
+            Kind.BOUNCE: "bounce" + (f" for ticket {ticket}" if ticket else ""),
+            Kind.HELD: "held",
+            Kind.QUARANTINED: "quarantined",
+            Kind.SKIPPED: "skipped",
+        }[self.kind]
+        machine = " as machine mail (no automatic answer)" if self.machine and self.kind != Kind.BOUNCE else ""
+        return f"mail {self.mail_id}: {text}{machine}" + (f": {self.detail}" if self.detail else "")
+
+
+async def process_stored(desk: Desk, mail_id: int, ctx: InboundContext) -> Outcome:
+    """Turn one stored mail into its ticket outcome; a mail that cannot be processed is quarantined.
+
+    The mail is claimed first (core.inbound.claim), so two workers never process the same row.
+    """
+    try:
+        async with claim(desk, mail_id) as fresh:
+            if fresh is None:
+                return Outcome(mail_id, Kind.SKIPPED, detail="not waiting for processing")
+            return await _guarded(desk, fresh, ctx)
+    except _ClaimBroken as broken:
+        # PostgreSQL aborted the claim's transaction (its locks are gone with the rollback):
+        # settle the row in a fresh one, or the mail would come back forever.
+        await quarantine(desk, mail_id, broken.reason)
+        return Outcome(mail_id, Kind.QUARANTINED, detail=broken.reason)
+
+
+class _ClaimBroken(Exception):
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+async def _guarded(desk: Desk, held: Claim, ctx: InboundContext) -> Outcome:
+    mail_id = held.mail.id
+    try:
+        return await _process(desk, held, ctx)
+    except Exception as e:  # one bad mail must never stop the others: keep it, say why
+        reason = describe_error(e)
+        if isinstance(e, UserError):
+            log.info("mail %d quarantined: %s", mail_id, reason)
+        else:
+            log.exception("mail %d quarantined after an unexpected failure: %s", mail_id, reason)
+        try:
+            await quarantine(desk, mail_id, reason, held=held)
+        except Exception as again:
+            if held.session is None:
+                raise
+            raise _ClaimBroken(reason) from again
+        return Outcome(mail_id, Kind.QUARANTINED, detail=reason)
+
+
+async def _process(desk: Desk, held: Claim, ctx: InboundContext) -> Outcome:
+    stored = held.mail
+    mail = await _parse(stored.raw, ctx)
+    sender = _sender(mail, stored)
+    async with reader(desk, held) as session:  # all the deciding reads in one session
+        match = await match_thread(session, desk, stored, mail, ctx, sender=sender)
+        decision = None
+        if match.via != Via.DUPLICATE:
+            decision = await evaluate(mail, RuleContext(desk, session, ctx, sender, stored.envelope_from,
+                                                        len(stored.raw), new_ticket=match.ticket_number is None))
+    if decision is None:
+        return await _settle_duplicate(desk, held, match)
+    if decision.stop is not None:
+        return await _settle_stopped(desk, held, mail, decision)
+    if sender is None:
+        raise UserError("the mail has no usable sender address (From, Return-Path or envelope sender)")
+    # Idempotency: the ticket service commits in its own transaction, and the row is marked after
+    # it. A crash in between leaves the row "received" with a message carrying inbound_mail_id;
+    # the replay then finds that message in match_thread (DUPLICATE of itself) and only settles
+    # the row. So a replay is harmless, rather than the two writes being one transaction.
+    content = _content(mail, stored, machine=decision.is_machine)
+    author = ContactRef(sender, mail.from_.name if mail.from_ else "")
+    cc = _cc(mail, ctx, sender)
+    why = decision.machine.reason if decision.machine else ""
+    if match.ticket_number is not None:
+        change = await add_customer_message(desk, match.ticket_number, author, content, cc=cc)
+        why = "; ".join(filter(None, [f"matched by {match.via}" + (f" ({match.detail})" if match.detail else ""),
+                                      why]))
+    else:
+        recipients = [a.email for a in [*mail.to, *mail.cc] if a.email] + list(stored.envelope_to)
+        routed = route(ctx, recipients, mail.subject or "", mail.text or "")
+        change = await open_ticket(desk, author, content, cc=cc, category=routed.category,
+                                   priority=routed.priority)
+        why = "; ".join(filter(None, [routed.why, why]))
+    kind = Kind.OPENED if change.created else Kind.ADDED
+    await mark_processed(desk, stored.id, ticket_id=change.ticket.id, reason=why[:2000] or None, held=held)
+    return Outcome(stored.id, kind, change.ticket.number, decision.is_machine, why)
+
+
+async def _settle_duplicate(desk: Desk, held: Claim, match: ThreadMatch) -> Outcome:
+    earlier = match.earlier
+    assert earlier is not None
+    mail_id = held.mail.id
+    if earlier.mail_id == mail_id:  # our own message, committed before an interruption
+        reason = "its message was stored before an interruption"
+        await mark_processed(desk, mail_id, ticket_id=earlier.ticket_id, reason=reason, held=held)
+        kind = Kind.ADDED
+    else:
+        reason = f"duplicate of {earlier.mail_id}"
+        await mark_processed(desk, mail_id, ticket_id=earlier.ticket_id, reason=reason, held=held)
+        kind = Kind.DUPLICATE
+    return Outcome(mail_id, kind, earlier.ticket_number, detail=reason)
+
+
+async def _settle_stopped(desk: Desk, held: Claim, mail: ParsedMail, decision: Decision) -> Outcome:
+    verdict = decision.stop
+    assert verdict is not None
+    mail_id = held.mail.id
+    if verdict.action == Action.BOUNCE:
+        report = mail.delivery_report
+        original = report.original_message_id if report else None
+        if report is not None and report.recipients and not any(r.failed for r in report.recipients):
+            # "delayed" or "delivered": nothing failed, so the outbound mail stays as it is.
+            actions = ", ".join(sorted({r.action or "?" for r in report.recipients}))
+            await mark_processed(desk, mail_id, ticket_id=None, reason=f"delivery report: {actions}", held=held)
+            return Outcome(mail_id, Kind.BOUNCE, None, True, f"delivery report ({actions}): nothing failed")
+        failed = [_recipient_status(r) for r in (report.recipients if report else []) if r.failed]
+        result = await record_bounce(desk, mail_id, original_message_id=original, failed=failed, held=held)
+        detail = f"outbox mail {result.outbox_id} marked failed" if result.outbox_id else (
+            "staff told" if result.ticket_id else "original mail not found")
+        return Outcome(mail_id, Kind.BOUNCE, result.ticket_number, True, detail)
+    reason = f"{verdict.rule}: {verdict.reason}"
+    await hold(desk, mail_id, reason, rule=verdict.rule, held=held)
+    return Outcome(mail_id, Kind.HELD, detail=reason)
+
+
+async def _parse(raw: bytes, ctx: InboundContext) -> ParsedMail:
+    from mail_gateway.parsing import parse_mail
+
+    # Off the loop (the SMTP listener and the bot share it), and with a time budget.
+    work = asyncio.to_thread(parse_mail, raw, max_attachment_bytes=ctx.max_attachment_bytes)
+    try:
+        return await asyncio.wait_for(work, ctx.parse_timeout_seconds)
+    except TimeoutError:
+        raise UserError(f"parsing took longer than {ctx.parse_timeout_seconds:g} s") from None
+
+
+def _sender(mail: ParsedMail, stored: InboundMail) -> str | None:
+    candidates = [mail.from_.email if mail.from_ else None, stored.envelope_from]
+    for candidate in candidates:
+        address = (candidate or "").strip().strip("<>").lower()
+        if address.count("@") == 1 and not any(c in address for c in " \t\r\n<>") and len(address) <= 320:
+            return address
+    return None
+
+
+def _content(mail: ParsedMail, stored: InboundMail, *, machine: bool) -> MailContent:
+    references = [bracketed(r) for r in mail.references if r.strip("<> ")][-MAX_REFERENCES:]
+    in_reply_to = [bracketed(r) for r in mail.in_reply_to if r.strip("<> ")]
+    return MailContent(
+        text=mail.text or "", new_text=mail.new_text, html=mail.html, subject=mail.subject or "",
+        message_id=bracketed(mail.message_id)[:998] if mail.message_id else None,
+        in_reply_to=" ".join(in_reply_to) or None, references=" ".join(references) or None,
+        attachments=[NewAttachment(a.filename or "attachment", a.content_type, a.data, content_id=a.content_id,
+                                   inline=a.inline, held_back=a.held_back, size=a.size)
+                     for a in mail.attachments],
+        is_machine=machine, inbound_mail_id=stored.id)
+
+
+def _cc(mail: ParsedMail, ctx: InboundContext, sender: str) -> list[ContactRef]:
+    """Everyone else the customer wrote to becomes a participant, except our own addresses."""
+    seen = {sender}
+    refs: list[ContactRef] = []
+    for address in [*mail.to, *mail.cc]:
+        email = (address.email or "").strip().lower()
+        if not email or email in seen or ctx.is_support_address(email) or email.count("@") != 1:
+            continue
+        seen.add(email)
+        refs.append(ContactRef(email, address.name or ""))
+    return refs[:MAX_CC]
+
+
+def _recipient_status(recipient: object) -> dict[str, str]:
+    fields = ("recipient", "action", "status", "diagnostic")
+    return {f: str(getattr(recipient, f, "") or "")[:300] for f in fields}
+
+
+def describe_error(error: BaseException) -> str:
+    """`Type: first line of the message`, bounded: database errors carry SQL and parameters after it."""
+    text = str(error).strip().splitlines()[0][:300] if str(error).strip() else ""
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__

@@ -1,0 +1,56 @@
+"""Routing of new tickets: category from the address written to, category and priority from keywords."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from core.enums import Priority
+from mail_gateway.inbound_context import InboundContext
+
+MAX_TEXT_SCANNED = 20_000  # keywords that matter sit near the top; keeps huge mails cheap
+
+
+@dataclass(frozen=True)
+class Route:
+    category: str | None = None
+    priority: Priority | None = None
+    why: str = ""
+
+
+def route(settings: InboundContext, recipients: Iterable[str], subject: str, text: str) -> Route:
+    """The first matching address sets the category; the first matching keyword rule fills in the rest."""
+    category: str | None = None
+    reasons: list[str] = []
+    for address in recipients:
+        category = _category_for_address(settings, address)
+        if category:
+            reasons.append(f"address {address.lower()} -> {category}")
+            break
+    priority: Priority | None = None
+    found = re.findall(r"\w+", f"{subject}\n{text[:MAX_TEXT_SCANNED]}".lower())
+    words, phrase_text = set(found), f" {' '.join(found)} "
+    for rule in settings.keyword_rules:
+        # Whole words only ("down" must not match "download"); a rule word may be a phrase.
+        hit = next((w for w in rule.words if _normal(w) in words or f" {_normal(w)} " in phrase_text), None)
+        if hit is None:
+            continue
+        if category is None and rule.category:
+            category = rule.category
+        if priority is None and rule.priority:
+            priority = rule.priority
+        reasons.append(f"keyword {hit!r}")
+        if category is not None and priority is not None:
+            break
+    return Route(category, priority, "; ".join(reasons))
+
+
+def _category_for_address(settings: InboundContext, address: str) -> str | None:
+    local, _, domain = address.strip().lower().partition("@")
+    plain = f"{local.partition('+')[0]}@{domain}"  # billing+token@ routes like billing@
+    return settings.category_by_address.get(address.strip().lower()) or settings.category_by_address.get(plain)
+
+
+def _normal(word: str) -> str:
+    return " ".join(re.findall(r"\w+", word.lower()))

@@ -1,0 +1,136 @@
+"""Thread matching: which ticket an inbound mail belongs to, in the order of DESIGN.md step 3."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import TYPE_CHECKING
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from core.desk import Desk
+from core.inbound import EarlierCopy, find_earlier_copy
+from core.models import InboundMail, Message, OutboxMail, Ticket
+from core.services._common import MAX_MERGE_HOPS, is_participant
+from mail_gateway.inbound_context import InboundContext
+from mail_gateway.tokens import FOOTER_TOKEN
+
+if TYPE_CHECKING:
+    from mail_gateway.parsing import ParsedMail
+
+MAX_IDS_LOOKED_UP = 50  # of a long References chain, the newest ones matter
+MAX_BODY_SCANNED = 200_000  # characters searched for the footer token
+
+
+class Via(StrEnum):
+    DUPLICATE = "duplicate"
+    TOKEN = "signed token"
+    REFERENCES = "references"
+    SUBJECT_TAG = "subject tag"
+    NEW = "new"
+
+
+@dataclass(frozen=True)
+class ThreadMatch:
+    via: Via
+    ticket_number: int | None = None
+    earlier: EarlierCopy | None = None  # for a duplicate: what the earlier copy became
+    detail: str = ""
+
+
+def bracketed(message_id: str) -> str:
+    return f"<{message_id.strip().strip('<>')}>"
+
+
+def _id_forms(ids: Iterable[str]) -> list[str]:
+    """Stored ids have angle brackets, but be lenient with rows written without."""
+    forms: list[str] = []
+    for raw in ids:
+        bare = raw.strip().strip("<>")
+        if bare:
+            forms += [f"<{bare}>", bare]
+    return forms
+
+
+async def match_thread(session: AsyncSession, desk: Desk, stored: InboundMail, mail: ParsedMail,
+                       settings: InboundContext, *, sender: str | None) -> ThreadMatch:
+    earlier = await find_earlier_copy(session, stored)
+    if earlier is not None:
+        return ThreadMatch(Via.DUPLICATE, earlier.ticket_number, earlier=earlier)
+    referenced = [*mail.in_reply_to, *mail.references][-MAX_IDS_LOOKED_UP:]
+    number, detail = await _by_token(session, mail, settings, referenced, stored.envelope_to)
+    if number is not None:
+        return ThreadMatch(Via.TOKEN, number, detail=detail)
+    number = await _by_known_message_id(session, referenced)
+    if number is not None:
+        return ThreadMatch(Via.REFERENCES, number)
+    number = await _by_subject_tag(session, desk, mail.subject or "", sender)
+    if number is not None:
+        return ThreadMatch(Via.SUBJECT_TAG, number)
+    return ThreadMatch(Via.NEW)
+
+
+async def _by_token(session: AsyncSession, mail: ParsedMail, settings: InboundContext,
+                    referenced: Sequence[str], envelope_to: Sequence[str]) -> tuple[int | None, str]:
+    signer = settings.signer
+    candidates: list[tuple[int | None, str]] = [
+        (signer.ticket_from_message_id(m), "message id") for m in reversed(referenced)]  # newest first
+    addresses = [a.email for a in [*mail.to, *mail.cc] if a.email] + list(mail.delivered_to) + list(envelope_to)
+    candidates += [(signer.ticket_from_address(a), "reply address") for a in addresses]
+    candidates += [(signer.ticket_from_token(found.group(1)), "body footer")
+                   for found in FOOTER_TOKEN.finditer((mail.text or "")[:MAX_BODY_SCANNED])]
+    for number, where in candidates:
+        live = await _live_number(session, number) if number is not None else None
+        if live is not None:
+            return live, where
+    return None, ""
+
+
+async def _by_known_message_id(session: AsyncSession, referenced: Sequence[str]) -> int | None:
+    forms = _id_forms(referenced)
+    if not forms:
+        return None
+    ticket_id = await session.scalar(
+        select(Message.ticket_id).where(Message.message_id.in_(forms)).order_by(Message.id.desc()).limit(1))
+    if ticket_id is None:
+        ticket_id = await session.scalar(
+            select(OutboxMail.ticket_id).where(OutboxMail.rfc822_message_id.in_(forms),
+                                               OutboxMail.ticket_id.is_not(None)).limit(1))
+    if ticket_id is None:
+        return None
+    number = await session.scalar(select(Ticket.number).where(Ticket.id == ticket_id))
+    return await _live_number(session, number) if number is not None else None
+
+
+async def _by_subject_tag(session: AsyncSession, desk: Desk, subject: str, sender: str | None) -> int | None:
+    """`[#1234]` counts only for a participant: anyone can type a number into a subject."""
+    if not sender:
+        return None
+    tag = re.compile(r"\[" + re.escape(desk.settings.ticket_prefix) + r"\s*(\d{1,12})\]")
+    for found in tag.finditer(subject[:998]):
+        number = await _live_number(session, int(found.group(1)))
+        if number is None:
+            continue
+        ticket = await session.scalar(select(Ticket).where(Ticket.number == number))
+        if ticket is not None and await is_participant(session, ticket, sender):
+            return number
+    return None
+
+
+async def _live_number(session: AsyncSession, number: int) -> int | None:
+    """The ticket number mail should go to, following merges; None if there is no such ticket."""
+    for _ in range(MAX_MERGE_HOPS):
+        row = (await session.execute(
+            select(Ticket.merged_into_id).where(Ticket.number == number))).first()
+        if row is None:
+            return None
+        if row[0] is None:
+            return number
+        target = await session.scalar(select(Ticket.number).where(Ticket.id == row[0]))
+        if target is None:
+            return None
+        number = target
+    return None

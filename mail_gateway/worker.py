@@ -1,0 +1,90 @@
+"""The inbound worker: processes every stored mail waiting in line, woken after each store."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+
+from core.desk import Desk
+from core.inbound import pending_ids
+from mail_gateway.inbound_context import InboundContext
+from mail_gateway.processing import Kind, Outcome, process_stored
+
+log = logging.getLogger("mail_gateway.worker")
+
+BATCH = 100
+STOP_GRACE_SECONDS = 10.0
+
+
+class InboundWorker:
+    """A Part of `supportbot run`.
+
+    Stores made in this process wake it at once; stores made by other processes (another
+    `supportbot run --role mail`, an MTA piping into `supportbot ingest`) are found by polling.
+    At start it also finds what a crash left behind: those rows are still "received".
+    """
+
+    name = "inbound-worker"
+
+    def __init__(self, desk: Desk, ctx: InboundContext, *, poll_seconds: float = 5.0,
+                 on_outcome: Callable[[Outcome], None] | None = None) -> None:
+        self.desk = desk
+        self.ctx = ctx
+        self.poll_seconds = poll_seconds
+        self.on_outcome = on_outcome
+        self._wakeup = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._stopping.clear()
+        self._task = asyncio.create_task(self._run(), name=self.name)
+
+    def wake(self) -> None:
+        self._wakeup.set()
+
+    async def stop(self) -> None:
+        self._stopping.set()
+        self._wakeup.set()
+        if self._task is None:
+            return
+        # Let the mail in hand finish (its row is settled in one step); cancel only if it hangs.
+        done, _ = await asyncio.wait({self._task}, timeout=STOP_GRACE_SECONDS)
+        if not done:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        self._task = None
+
+    async def drain(self) -> int:
+        """Process what is waiting, oldest first; returns how many mails this call settled."""
+        settled = 0
+        while not self._stopping.is_set():
+            ids = await pending_ids(self.desk, limit=BATCH)
+            progress = False
+            for mail_id in ids:
+                if self._stopping.is_set():
+                    break
+                outcome = await process_stored(self.desk, mail_id, self.ctx)
+                if outcome.kind == Kind.SKIPPED:
+                    continue  # another worker holds it
+                progress = True
+                settled += 1
+                log.info("%s", outcome.describe(self.desk))
+                if self.on_outcome is not None:
+                    self.on_outcome(outcome)
+            if not progress:
+                break
+        return settled
+
+    async def _run(self) -> None:
+        while not self._stopping.is_set():
+            self._wakeup.clear()
+            try:
+                await self.drain()
+            except Exception:  # the database is away: keep the mail stored, try again later
+                log.exception("inbound processing failed; retrying in %.0f s", self.poll_seconds)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wakeup.wait(), self.poll_seconds)

@@ -1,0 +1,131 @@
+"""What `supportbot ingest` and `supportbot mail quarantine …` do, once the CLI has parsed them."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from email.header import decode_header, make_header
+from email.parser import BytesHeaderParser
+from email.policy import compat32
+from pathlib import Path
+
+from core import inbound
+from core.desk import Desk
+from core.enums import InboundStatus
+from core.errors import UserError
+from core.models import InboundMail
+from mail_gateway.pipe import ingest as ingest_mails
+from mail_gateway.processing import describe_error, process_stored
+from supportbot.app import desk_secret
+from supportbot.config import Config
+from supportbot.mail_wiring import inbound_context
+
+EX_NOINPUT = 66
+EX_TEMPFAIL = 75
+SHOW_EXCERPT_BYTES = 4000
+RETRY_ALL_LIMIT = 10_000
+
+
+def _read_inputs(files: list[str]) -> list[tuple[str, bytes]]:
+    if not files:
+        return [("stdin", sys.stdin.buffer.read())]
+    return [(name, Path(name).read_bytes()) for name in files]
+
+
+async def ingest(args: argparse.Namespace, config: Config) -> int:
+    """Exit 0 when every mail is stored (even if quarantined); 75 when one is not, so the MTA retries."""
+    from supportbot.commands import open_ready_desk
+
+    try:
+        mails = _read_inputs(args.files)
+    except OSError as e:
+        print(f"supportbot: cannot read {e.filename}: {e.strerror}", file=sys.stderr)
+        return EX_NOINPUT
+    try:
+        desk = await open_ready_desk(config)
+    except Exception as e:  # database away or schema behind: nothing stored, the MTA must try again
+        print(f"supportbot: cannot open the database ({describe_error(e)}); nothing stored",
+              file=sys.stderr)
+        return EX_TEMPFAIL
+    try:
+        results = await ingest_mails(desk, inbound_context(config, desk_secret(config)), mails,
+                                     envelope_from=args.envelope_from, envelope_to=args.envelope_to or ())
+    finally:
+        await desk.close()
+    for result in results:
+        print(result.line)
+    return 0 if all(r.stored for r in results) else EX_TEMPFAIL
+
+
+async def quarantine(args: argparse.Namespace, config: Config) -> int:
+    from supportbot.commands import open_ready_desk
+
+    desk = await open_ready_desk(config)
+    try:
+        if args.quarantine_command == "list":
+            return await _list(desk, args.limit)
+        if args.quarantine_command == "show":
+            return _show(await inbound.get(desk, args.id))
+        return await _retry(desk, config, args)
+    finally:
+        await desk.close()
+
+
+async def _list(desk: Desk, limit: int) -> int:
+    rows = await inbound.list_by_status(desk, InboundStatus.QUARANTINED, limit=limit)
+    if not rows:
+        print("no quarantined mail")
+        return 0
+    for row in rows:
+        subject = _headers(row.raw).get("subject", "") or "(no subject)"
+        print(f"{row.id:>8}  {row.received_at:%Y-%m-%d %H:%M}  {row.source:<12}  "
+              f"{' '.join(subject.split())[:50]:<50}  {(row.reason or '')[:80]}")
+    return 0
+
+
+def _show(row: InboundMail) -> int:
+    out = sys.stdout
+    out.write(f"mail {row.id} · {row.status} · {row.source} · received {row.received_at:%Y-%m-%d %H:%M:%S UTC}\n")
+    out.write(f"reason: {row.reason or '-'}\n")
+    out.write(f"envelope from: {row.envelope_from or '-'}\n")
+    out.write(f"envelope to: {', '.join(row.envelope_to) or '-'}\n")
+    out.write(f"size: {len(row.raw)} bytes · sha256 {row.sha256}\n\n")
+    head, _, body = row.raw.partition(b"\r\n\r\n") if b"\r\n\r\n" in row.raw else row.raw.partition(b"\n\n")
+    out.write(head.decode("utf-8", "replace")[:SHOW_EXCERPT_BYTES * 4].rstrip() + "\n\n")
+    excerpt = body[:SHOW_EXCERPT_BYTES].decode("utf-8", "replace")
+    out.write(excerpt.rstrip() + "\n")
+    if len(body) > SHOW_EXCERPT_BYTES:
+        out.write(f"[… {len(body) - SHOW_EXCERPT_BYTES} more bytes]\n")
+    return 0
+
+
+async def _retry(desk: Desk, config: Config, args: argparse.Namespace) -> int:
+    if args.all:
+        ids = [r.id for r in await inbound.list_by_status(desk, InboundStatus.QUARANTINED, RETRY_ALL_LIMIT)]
+    elif args.id is not None:
+        row = await inbound.get(desk, args.id)
+        if row.status not in (InboundStatus.QUARANTINED, InboundStatus.HELD):
+            raise UserError(f"mail {row.id} is {row.status}, not quarantined or held")
+        ids = [row.id]
+    else:
+        raise UserError("name a mail id, or --all")
+    if not ids:
+        print("no quarantined mail")
+        return 0
+    await inbound.requeue(desk, ids)
+    ctx = inbound_context(config, desk_secret(config))
+    failed = 0
+    for mail_id in sorted(ids):
+        outcome = await process_stored(desk, mail_id, ctx)
+        failed += outcome.kind == "quarantined"
+        print(outcome.describe(desk))
+    return 1 if failed else 0
+
+
+def _headers(raw: bytes) -> dict[str, str]:
+    """Decoded header values for display (the stdlib is enough for one line per row)."""
+    try:
+        parsed = BytesHeaderParser(policy=compat32).parsebytes(raw[:64 * 1024])
+        return {k.lower(): str(make_header(decode_header(str(v)))) for k, v in parsed.items()}
+    except Exception:  # a header too broken to decode: the list still shows the row
+        return {}

@@ -1,0 +1,155 @@
+"""`supportbot ingest` and `supportbot mail quarantine …`: exit codes and the lines an operator reads."""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from supportbot.cli import main
+from tests.mail.pipeline_support import FIXTURES, SECRET
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def write_config(tmp_path: Path, extra: str = "", *, database_url: str = "") -> Path:
+    path = tmp_path / "supportbot.toml"
+    path.write_text(
+        'log_level = "warning"\n'
+        f'[desk]\ndata_dir = "data"\ndatabase_url = "{database_url}"\n'
+        f'[mail]\nsupport_addresses = ["support@example.test", "billing@example.test"]\n'
+        f'secret = "{SECRET.decode()}"\n{extra}'
+        'category_by_address = { "billing@example.test" = "billing" }\n'
+        '[[mail.keyword_rules]]\nwords = ["refund"]\ncategory = "billing"\npriority = "medium"\n'
+        '[[mail.keyword_rules]]\nwords = ["outage", "down"]\ncategory = "technical"\npriority = "high"\n')
+    return path
+
+
+def run_cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, list[str], str]:
+    code = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out.splitlines(), err
+
+
+def sql(tmp_path: Path, statement: str) -> None:
+    with sqlite3.connect(tmp_path / "data" / "desk.db") as conn:
+        conn.execute(statement)
+
+
+def test_ingest_prints_one_line_per_mail_and_exits_0(tmp_path, capsys):
+    config = write_config(tmp_path)
+    code, lines, _ = run_cli(capsys, "--config", config, "ingest", FIXTURES / "pipeline_new_request.eml",
+                             FIXTURES / "pipeline_gmail_token_reply.eml", FIXTURES / "pipeline_vacation.eml")
+    assert code == 0
+    assert lines == [
+        f"{FIXTURES / 'pipeline_new_request.eml'}: mail 1: opened ticket #1000: keyword 'refund'",
+        (f"{FIXTURES / 'pipeline_gmail_token_reply.eml'}: mail 2: added to ticket #1000: "
+         "matched by signed token (message id)"),
+        (f"{FIXTURES / 'pipeline_vacation.eml'}: mail 3: added to ticket #1000 as machine mail "
+         "(no automatic answer): matched by signed token (message id); Auto-Submitted: auto-replied"),
+    ]
+
+
+def test_ingest_reads_one_mail_from_standard_input(tmp_path):
+    config = write_config(tmp_path)
+    result = subprocess.run(
+        [sys.executable, "-m", "supportbot", "--config", str(config), "ingest",
+         "--envelope-from", "alice@customer.test", "--envelope-to", "billing@example.test"],
+        input=(FIXTURES / "pipeline_outage.eml").read_bytes(), capture_output=True, cwd=REPO, timeout=60, check=False)
+    assert result.returncode == 0, result.stderr.decode()
+    assert result.stdout.decode().splitlines() == [
+        "stdin: mail 1: opened ticket #1000: address billing@example.test -> billing; keyword 'outage'"]
+
+
+def test_ingest_of_a_duplicate_says_so_and_exits_0(tmp_path, capsys):
+    config = write_config(tmp_path)
+    mail = FIXTURES / "pipeline_new_request.eml"
+    code, lines, _ = run_cli(capsys, "--config", config, "ingest", mail, mail)
+    assert code == 0
+    assert lines[1] == f"{mail}: mail 2: duplicate (ticket #1000): duplicate of 1"
+
+
+def test_quarantined_mail_is_stored_so_ingest_exits_0(tmp_path, capsys):
+    config = write_config(tmp_path)
+    code, lines, _ = run_cli(capsys, "--config", config, "ingest", FIXTURES / "pipeline_no_sender.eml")
+    assert code == 0
+    assert "mail 1: quarantined: UserError: the mail has no usable sender address" in lines[0]
+
+
+def test_ingest_exits_75_when_the_database_is_unreachable(tmp_path, capsys):
+    config = write_config(tmp_path, database_url="postgresql+asyncpg://u:p@127.0.0.1:9/none")
+    code, lines, err = run_cli(capsys, "--config", config, "ingest", FIXTURES / "pipeline_new_request.eml")
+    assert code == 75
+    assert lines == [] and "nothing stored" in err
+
+
+def test_ingest_exits_75_when_one_mail_cannot_be_stored(tmp_path, capsys):
+    config = write_config(tmp_path)
+    assert run_cli(capsys, "--config", config, "migrate")[0] == 0
+    sql(tmp_path, "CREATE TRIGGER refuse BEFORE INSERT ON inbound_mail BEGIN SELECT RAISE(ABORT, 'disk full'); END")
+    code, lines, _ = run_cli(capsys, "--config", config, "ingest", FIXTURES / "pipeline_new_request.eml")
+    assert code == 75
+    assert "NOT stored" in lines[0] and "disk full" in lines[0] and lines[0].endswith("try again")
+
+
+def test_ingest_of_a_missing_file_exits_66_and_stores_nothing(tmp_path, capsys):
+    config = write_config(tmp_path)
+    code, lines, err = run_cli(capsys, "--config", config, "ingest", tmp_path / "nope.eml")
+    assert code == 66 and "cannot read" in err and lines == []
+
+
+def test_quarantine_list_show_and_retry_after_the_cause_is_fixed(tmp_path, capsys):
+    config = write_config(tmp_path)
+    assert run_cli(capsys, "--config", config, "migrate")[0] == 0
+    # A real failure inside the ticket service: inserting tickets aborts.
+    sql(tmp_path, "CREATE TRIGGER refuse BEFORE INSERT ON tickets BEGIN SELECT RAISE(ABORT, 'tickets locked'); END")
+    code, lines, _ = run_cli(capsys, "--config", config, "ingest", FIXTURES / "pipeline_new_request.eml",
+                             "--envelope-from", "alice@customer.test")
+    assert code == 0 and "mail 1: quarantined" in lines[0] and "tickets locked" in lines[0]
+
+    code, lines, _ = run_cli(capsys, "--config", config, "mail", "quarantine", "list")
+    assert code == 0 and len(lines) == 1
+    assert lines[0].split()[0] == "1" and "Refund for order 42" in lines[0] and "tickets locked" in lines[0]
+
+    code, lines, _ = run_cli(capsys, "--config", config, "mail", "quarantine", "show", "1")
+    assert code == 0
+    assert lines[0].startswith("mail 1 · quarantined · pipe")
+    assert any(line.startswith("reason: ") and "tickets locked" in line for line in lines)
+    assert "envelope from: alice@customer.test" in lines
+    assert "Subject: Refund for order 42" in lines and "I was charged twice for order 42. Could I get a " \
+        "refund for the second charge?" in lines
+
+    code, lines, _ = run_cli(capsys, "--config", config, "mail", "quarantine", "retry", "1")
+    assert code == 1 and "quarantined" in lines[0]  # not fixed yet: still quarantined, and it says so
+
+    sql(tmp_path, "DROP TRIGGER refuse")
+    code, lines, _ = run_cli(capsys, "--config", config, "mail", "quarantine", "retry", "--all")
+    assert code == 0 and lines == ["mail 1: opened ticket #1000: keyword 'refund'"]
+    code, lines, _ = run_cli(capsys, "--config", config, "mail", "quarantine", "list")
+    assert lines == ["no quarantined mail"]
+
+
+def test_retry_releases_held_mail_once_the_limit_allows(tmp_path, capsys):
+    strict = write_config(tmp_path, "new_tickets_per_sender = 1\n")
+    second = tmp_path / "second.eml"
+    second.write_bytes(b"From: alice@customer.test\r\nTo: support@example.test\r\nSubject: Another thing\r\n"
+                       b"Message-ID: <req-2@customer.test>\r\n\r\nA new question.\r\n")
+    code, lines, _ = run_cli(capsys, "--config", strict, "ingest", FIXTURES / "pipeline_new_request.eml", second)
+    assert code == 0 and "opened ticket #1000" in lines[0]
+    assert lines[1].endswith("mail 2: held: rate-limit: sender opened 1 tickets in the last 10 minutes (limit 1)")
+
+    relaxed = write_config(tmp_path, "new_tickets_per_sender = 5\n")
+    code, lines, _ = run_cli(capsys, "--config", relaxed, "mail", "quarantine", "retry", "2")
+    assert code == 0 and lines == ["mail 2: opened ticket #1001"]
+
+
+def test_retry_of_an_unknown_or_settled_mail_is_a_clear_error(tmp_path, capsys):
+    config = write_config(tmp_path)
+    run_cli(capsys, "--config", config, "ingest", FIXTURES / "pipeline_new_request.eml")
+    code, _, err = run_cli(capsys, "--config", config, "mail", "quarantine", "retry", "1")
+    assert code == 1 and "mail 1 is processed, not quarantined or held" in err
+    code, _, err = run_cli(capsys, "--config", config, "mail", "quarantine", "show", "99")
+    assert code == 1 and "no stored mail 99" in err
