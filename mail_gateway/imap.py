@@ -1,0 +1,489 @@
+"""IMAP in: one ImapSource per configured mailbox stores each new mail raw, and only then flags or moves it."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import select
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, Protocol, TypeVar
+
+from imapclient import IMAPClient, SocketTimeout
+from imapclient.exceptions import LoginError
+
+from core.desk import Desk
+from core.imap_models import ImapPosition, load_position, save_position
+from core.inbound import StoredMail
+from mail_gateway.store import store_received
+
+log = logging.getLogger("mail_gateway.imap")
+
+T = TypeVar("T")
+StoreRaw = Callable[..., Awaitable[StoredMail]]
+
+BACKOFF_START_SECONDS = 1.0
+# A blocking call may take this much longer than its socket timeout before we cut the connection.
+CALL_GRACE_SECONDS = 5.0
+# A FETCH brings at most this many bytes at once (one larger mail still comes alone).
+FETCH_BATCH_BYTES = 8 * 1024 * 1024
+# UIDs named in one command: keeps command lines far below servers' limits (Dovecot: 64 KiB).
+UIDS_PER_COMMAND = 1000
+SEEN = b"\\Seen"
+
+
+class MailboxSettings(Protocol):
+    """What a source needs of one [[mail.imap]] block (supportbot.config.ImapMailboxConfig)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def host(self) -> str: ...
+    @property
+    def port(self) -> int: ...
+    @property
+    def security(self) -> Literal["tls", "starttls", "plain"]: ...
+    @property
+    def username(self) -> str: ...
+    @property
+    def password(self) -> str: ...
+    @property
+    def folder(self) -> str: ...
+    @property
+    def processed_folder(self) -> str: ...
+    @property
+    def ca_file(self) -> Path | None: ...
+    @property
+    def timeout_seconds(self) -> float: ...
+    @property
+    def idle(self) -> bool: ...
+    @property
+    def poll_seconds(self) -> float: ...
+    @property
+    def idle_renew_seconds(self) -> float: ...
+    @property
+    def reconnect_max_seconds(self) -> float: ...
+    @property
+    def fetch_batch(self) -> int: ...
+
+
+@dataclass(frozen=True)
+class FolderInfo:
+    uidvalidity: int
+    can_idle: bool
+
+
+class ImapConnection:
+    """The blocking side: one imapclient connection, only ever used from its source's own thread."""
+
+    def __init__(self, config: MailboxSettings) -> None:
+        self.config = config
+        self.client: IMAPClient | None = None
+        self._idling = False
+        # interrupt() writes to this pipe to end an IDLE wait at once (stop() must not wait for
+        # the server). Made on first use, from either thread, hence the lock.
+        self._wake: tuple[int, int] | None = None
+        self._wake_lock = threading.Lock()
+
+    def open(self) -> FolderInfo:
+        c = self.config
+        timeout = SocketTimeout(connect=c.timeout_seconds, read=c.timeout_seconds)
+        context = None
+        if c.security != "plain":
+            context = ssl.create_default_context(cafile=str(c.ca_file) if c.ca_file else None)
+        client = IMAPClient(c.host, c.port, ssl=c.security == "tls", ssl_context=context, timeout=timeout)
+        self.client = client
+        _keep_alive(client.socket())
+        if c.security == "starttls":
+            client.starttls(context)
+        client.login(c.username, c.password)
+        if c.processed_folder and not client.folder_exists(c.processed_folder):
+            client.create_folder(c.processed_folder)
+        selected = client.select_folder(c.folder)
+        return FolderInfo(int(selected[b"UIDVALIDITY"]), c.idle and client.has_capability("IDLE"))
+
+    def new_uids(self, after: int) -> list[int]:
+        # "N:*" also matches the highest UID when that is below N, hence the filter.
+        return sorted(uid for uid in self._client.search(["UID", f"{after + 1}:*"]) if uid > after)
+
+    def uids_up_to(self, last: int) -> list[int]:
+        return sorted(uid for uid in self._client.search(["UID", f"1:{last}"]) if uid <= last) if last else []
+
+    def sizes(self, uids: Sequence[int]) -> dict[int, int]:
+        sizes: dict[int, int] = {}
+        for start in range(0, len(uids), UIDS_PER_COMMAND):
+            chunk = list(uids[start:start + UIDS_PER_COMMAND])
+            for uid, data in self._client.fetch(chunk, ["RFC822.SIZE"]).items():
+                sizes[uid] = int(data.get(b"RFC822.SIZE", 0))
+        return sizes
+
+    def fetch(self, uids: Sequence[int]) -> dict[int, bytes]:
+        """Raw bytes by UID; BODY.PEEK leaves \\Seen alone (that is set after the commit)."""
+        fetched = self._client.fetch(list(uids), ["BODY.PEEK[]"])
+        return {uid: data[b"BODY[]"] for uid, data in fetched.items() if b"BODY[]" in data}
+
+    def acknowledge(self, uids: Sequence[int]) -> None:
+        """Flag \\Seen and, if configured, move to the processed folder (never before the commit)."""
+        for start in range(0, len(uids), UIDS_PER_COMMAND):
+            self._acknowledge(list(uids[start:start + UIDS_PER_COMMAND]))
+
+    def _acknowledge(self, uids: list[int]) -> None:
+        client = self._client
+        client.add_flags(uids, [SEEN], silent=True)
+        target = self.config.processed_folder
+        if not target:
+            return
+        if client.has_capability("MOVE"):
+            client.move(uids, target)
+        else:
+            client.copy(uids, target)
+            client.delete_messages(uids, silent=True)
+            # Without UIDPLUS, EXPUNGE also removes what others flagged \\Deleted: the best there is.
+            client.expunge(uids if client.has_capability("UIDPLUS") else None)
+
+    def idle_start(self) -> None:
+        self._client.idle()
+        self._idling = True
+
+    def idle_wait(self, seconds: float) -> bool:
+        """Wait in IDLE. True: the server said something (new mail, a flag change, BYE, EOF), so
+        end IDLE (idle_done reads and checks it all) and look; False: time is up or interrupt().
+
+        Not imapclient's idle_check: it polls the socket only, and misses an EXISTS that arrived
+        together with the "+ idling" line, which imaplib has already read into its buffer.
+        """
+        client = self._client
+        sock = client.socket()
+        if self._has_unread_input(client):
+            return True
+        poller = select.poll()
+        poller.register(sock, select.POLLIN)
+        wake_r = self._wake_fds()[0]
+        poller.register(wake_r, select.POLLIN)
+        ready = {fd for fd, _ in poller.poll(max(0.0, seconds) * 1000)}
+        if wake_r in ready:
+            self._drain_wake()
+            return False
+        return bool(ready)
+
+    def _has_unread_input(self, client: IMAPClient) -> bool:
+        """Bytes already read off the socket into imaplib's buffer (or TLS's): poll() cannot see them."""
+        sock = client.socket()
+        if getattr(sock, "pending", lambda: 0)():
+            return True
+        sock.setblocking(False)  # so peek() never waits when the buffer is empty
+        try:
+            return bool(client._imap.file.peek(1))
+        except OSError:  # nothing there (EAGAIN, or TLS wants more)
+            return False
+        finally:
+            sock.settimeout(self.config.timeout_seconds)
+
+    def interrupt(self) -> None:
+        """From any thread: make a current or the next idle_wait() return."""
+        try:
+            os.write(self._wake_fds()[1], b"x")
+        except OSError:
+            pass  # the pipe is full: already signalled
+
+    def _wake_fds(self) -> tuple[int, int]:
+        with self._wake_lock:
+            if self._wake is None:
+                r, w = os.pipe()
+                os.set_blocking(r, False)
+                os.set_blocking(w, False)
+                self._wake = (r, w)
+            return self._wake
+
+    def _drain_wake(self) -> None:
+        try:
+            while os.read(self._wake_fds()[0], 64):
+                pass
+        except OSError:
+            pass
+
+    def dispose(self) -> None:
+        """Close the connection and the wake pipe (both are made again if used again)."""
+        self.close()
+        with self._wake_lock:
+            fds, self._wake = self._wake, None
+        for fd in fds or ():
+            os.close(fd)
+
+    def idle_done(self) -> None:
+        if self._idling:
+            self._idling = False
+            self._client.idle_done()
+
+    def close(self) -> None:
+        """Log out politely; a dead connection is just dropped."""
+        client, self.client = self.client, None
+        self._idling = False
+        if client is None:
+            return
+        try:
+            client.logout()
+        except Exception:
+            self._shutdown_socket(client)
+
+    def abort(self) -> None:
+        """Cut the connection from another thread, so a call blocked on it returns at once."""
+        if self.client is not None:
+            self._shutdown_socket(self.client)
+
+    @staticmethod
+    def _shutdown_socket(client: IMAPClient) -> None:
+        try:
+            client.shutdown()
+        except Exception:
+            pass
+
+    @property
+    def _client(self) -> IMAPClient:
+        if self.client is None:
+            raise ConnectionError("not connected")
+        return self.client
+
+
+class ImapSource:
+    """Reads one mailbox forever: IDLE (or polling), reconnecting with backoff; a Part of `run`."""
+
+    def __init__(self, desk: Desk, config: MailboxSettings, *,
+                 on_stored: Callable[[], None] | None = None, store: StoreRaw = store_received) -> None:
+        self.desk = desk
+        self.config = config
+        self.name = f"IMAP mailbox {config.name}"
+        self.state = "stopped"  # shown by health checks: connecting, idle, polling, backoff, stopped
+        self.last_error: str | None = None
+        self.stored_count = 0
+        self.idle_renewals = 0  # IDLE sessions ended by our own timer, before the server's timeout
+        self._on_stored = on_stored
+        self._store = store
+        self._stopping = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._executor: ThreadPoolExecutor | None = None
+        self._conn = ImapConnection(config)
+        self._failures = 0
+        self._said_polling = False
+
+    async def start(self) -> None:
+        """Returns at once: connecting happens in the background, so a bad mailbox delays nobody."""
+        self._stopping.clear()
+        # One thread per connection: imapclient is not thread-safe, and a long IDLE must not
+        # occupy a worker of the loop's shared default executor.
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"imap-{self.config.name}")
+        self._task = asyncio.create_task(self._run(), name=self.name)
+        log.info("started %s (%s:%s, %s, folder %s)", self.name, self.config.host, self.config.port,
+                 self.config.security, self.config.folder)
+
+    async def stop(self) -> None:
+        self._stopping.set()
+        self._conn.interrupt()
+        if self._task is not None:
+            done, _ = await asyncio.wait({self._task}, timeout=self.config.timeout_seconds + CALL_GRACE_SECONDS)
+            if not done:
+                self._conn.abort()
+                self._task.cancel()
+                await asyncio.wait({self._task})
+            self._task = None
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = None
+        self._conn.dispose()
+        self.state = "stopped"
+
+    async def _run(self) -> None:
+        while not self._stopping.is_set():
+            error: Exception | None = None
+            try:
+                await self._session()
+            except Exception as e:  # any failure of this mailbox ends only this session
+                error = e
+            finally:
+                await self._close_quietly()  # before the backoff: no dead connection kept open
+            if error is not None:
+                await self._after_failure(error)
+
+    async def _session(self) -> None:
+        self.state = "connecting"
+        info = await self._call(self._conn.open)
+        if self._failures:
+            log.info("%s: connected again after %d failed attempt(s)", self.name, self._failures)
+        if not info.can_idle and not self._said_polling:
+            self._said_polling = True
+            why = "idle = false" if not self.config.idle else "the server offers no IDLE"
+            log.info("%s: polling every %g s (%s)", self.name, self.config.poll_seconds, why)
+        position = await self._position(info.uidvalidity)
+        await self._tidy(position)
+        while not self._stopping.is_set():
+            position = await self._drain(position)
+            # Reset only after a full round: a server that accepts logins and then fails every
+            # command should still back off.
+            self._failures = 0
+            self.last_error = None
+            if info.can_idle:
+                await self._idle()
+            else:
+                self.state = "polling"
+                await self._sleep(self.config.poll_seconds)
+
+    async def _position(self, uidvalidity: int) -> ImapPosition:
+        c = self.config
+        saved = await load_position(self.desk.db, c.name, c.folder)
+        if saved is not None and saved.uidvalidity == uidvalidity:
+            return saved
+        if saved is not None:
+            # The server renumbered the folder: old UIDs mean nothing now. Read it all again;
+            # processing recognises mail stored before by its Message-ID.
+            log.warning("%s: UIDVALIDITY changed (%d -> %d); reading folder %s again",
+                        self.name, saved.uidvalidity, uidvalidity, c.folder)
+        position = ImapPosition(uidvalidity, 0)
+        await save_position(self.desk.db, c.name, c.folder, position, self.desk.clock())
+        return position
+
+    async def _tidy(self, position: ImapPosition) -> None:
+        """Move mail that was stored but not moved when the last connection ended."""
+        if self.config.processed_folder and position.last_uid:
+            leftovers = await self._call(self._conn.uids_up_to, position.last_uid)
+            if leftovers:
+                await self._call(self._conn.acknowledge, leftovers)
+
+    async def _drain(self, position: ImapPosition) -> ImapPosition:
+        """Store every mail after the saved UID, batch by batch: commit, save position, then flag."""
+        uids = await self._call(self._conn.new_uids, position.last_uid)
+        if not uids:
+            return position
+        sizes = await self._call(self._conn.sizes, uids)
+        for batch in _batches(uids, sizes, self.config.fetch_batch, FETCH_BATCH_BYTES):
+            if self._stopping.is_set():
+                break
+            fetched = await self._call(self._conn.fetch, batch)
+            stored: list[int] = []
+            try:
+                for uid in batch:
+                    raw = fetched.get(uid)
+                    if raw is not None:  # None: expunged by someone else meanwhile
+                        await self._store_one(uid, raw)
+                        stored.append(uid)
+                    position = ImapPosition(position.uidvalidity, uid)
+            finally:
+                await save_position(self.desk.db, self.config.name, self.config.folder, position,
+                                    self.desk.clock())
+                await self._call(self._conn.acknowledge, stored)
+        return position
+
+    async def _store_one(self, uid: int, raw: bytes) -> None:
+        stored = await self._store(self.desk, raw, source=f"imap:{self.config.name}", mailbox=self.config.name)
+        self.stored_count += 1
+        log.debug("%s: stored uid %d as inbound mail %d", self.name, uid, stored.id)
+        if self._on_stored is not None:
+            self._on_stored()
+
+    async def _idle(self) -> None:
+        self.state = "idle"
+        await self._call(self._conn.idle_start)
+        renew_at = time.monotonic() + self.config.idle_renew_seconds
+        try:
+            while not self._stopping.is_set():
+                remaining = renew_at - time.monotonic()
+                if remaining <= 0:
+                    self.idle_renewals += 1  # renew before the server's own timeout (29-30 minutes)
+                    return
+                if await self._call(self._conn.idle_wait, remaining, extra_time=remaining):
+                    return
+        finally:
+            await self._call(self._conn.idle_done)
+
+    async def _call(self, fn: Callable[..., T], *args: Any, extra_time: float = 0.0) -> T:
+        """Run one blocking IMAP call on this source's thread, with a deadline beyond the socket's."""
+        assert self._executor is not None
+        future = asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+        limit = self.config.timeout_seconds + CALL_GRACE_SECONDS + extra_time
+        try:
+            return await asyncio.wait_for(future, timeout=limit)
+        except TimeoutError:
+            self._conn.abort()
+            raise TimeoutError(f"IMAP call {getattr(fn, '__name__', fn)} took more than {limit:.0f} s") from None
+
+    async def _after_failure(self, error: Exception) -> None:
+        if self._stopping.is_set():
+            return
+        self._failures += 1
+        delay = min(self.config.reconnect_max_seconds, BACKOFF_START_SECONDS * 2 ** (self._failures - 1))
+        delay *= random.uniform(0.8, 1.2)  # several mailboxes on one server should not reconnect in step
+        self.state = "backoff"
+        self.last_error = _describe(error)
+        level = logging.ERROR if isinstance(error, LoginError) or self._failures >= 5 else logging.WARNING
+        log.log(level, "%s: %s; reconnecting in %.1f s", self.name, self.last_error, delay)
+        await self._sleep(delay)
+
+    async def _close_quietly(self) -> None:
+        if self._executor is None:
+            return
+        try:
+            await asyncio.wait_for(asyncio.get_running_loop().run_in_executor(self._executor, self._conn.close),
+                                   timeout=self.config.timeout_seconds)
+        except Exception:
+            self._conn.abort()
+
+    async def _sleep(self, seconds: float) -> None:
+        """Sleep, but wake at once on stop()."""
+        try:
+            await asyncio.wait_for(self._stopping.wait(), timeout=seconds)
+        except TimeoutError:
+            pass
+
+
+def _keep_alive(sock: socket.socket) -> None:
+    """TCP keepalive: a peer that vanished without a FIN (NAT timeout, dead host) wakes an IDLE
+    wait within about 90 s as an error, instead of at the next IDLE renewal."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    for option, value in (("TCP_KEEPIDLE", 60), ("TCP_KEEPINTVL", 10), ("TCP_KEEPCNT", 3)):
+        if hasattr(socket, option):  # Linux; elsewhere the system defaults apply
+            sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, option), value)
+
+
+def _batches(uids: Sequence[int], sizes: dict[int, int], max_count: int, max_bytes: int) -> list[list[int]]:
+    batches: list[list[int]] = []
+    current: list[int] = []
+    total = 0
+    for uid in uids:
+        size = sizes.get(uid, 0)
+        if current and (len(current) >= max_count or total + size > max_bytes):
+            batches.append(current)
+            current, total = [], 0
+        current.append(uid)
+        total += size
+    if current:
+        batches.append(current)
+    return batches
+
+
+def _describe(error: Exception) -> str:
+    if isinstance(error, LoginError):
+        return "login refused (check username and password)"
+    text = str(error).strip()
+    return f"{type(error).__name__}: {text[:200]}" if text else type(error).__name__
+
+
+class ImapSources:
+    """All configured mailboxes as one Part; each runs on its own, so one failing stops no other."""
+
+    def __init__(self, sources: Sequence[ImapSource]) -> None:
+        self.sources = list(sources)
+        self.name = "IMAP (" + ", ".join(s.config.name for s in self.sources) + ")"
+
+    async def start(self) -> None:
+        for source in self.sources:
+            await source.start()
+
+    async def stop(self) -> None:
+        await asyncio.gather(*(source.stop() for source in self.sources))

@@ -1,0 +1,463 @@
+"""IMAP in, against a real Dovecot: IDLE, polling, restarts, UIDVALIDITY, drops, bad mailboxes."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from imapclient import IMAPClient
+from sqlalchemy import select
+
+from core.attachments import AttachmentStore
+from core.db import Database
+from core.desk import CoreSettings, Desk
+from core.imap_models import load_position
+from core.inbound import StoredMail
+from core.migrate import upgrade
+from core.models import InboundMail, Ticket
+from mail_gateway.imap import ImapSource, _batches
+from mail_gateway.inbound_context import InboundContext
+from mail_gateway.store import store_received
+from mail_gateway.tokens import Signer
+from mail_gateway.worker import InboundWorker
+from supportbot.config import Config, ImapMailboxConfig
+from supportbot.imap_wiring import imap_part
+from tests.servers import Dovecot, Postfix, dovecot, postfix  # noqa: F401  (fixtures)
+
+pytestmark = pytest.mark.dovecot
+
+SUPPORT = "support@example.test"
+
+
+def mail(subject: str, msgid: str | None = None, sender: str = "alice@example.org") -> bytes:
+    lines = [f"From: Alice <{sender}>", f"To: {SUPPORT}", f"Subject: {subject}",
+             "Date: Mon, 02 Mar 2026 09:00:00 +0000"]
+    if msgid:
+        lines.append(f"Message-ID: <{msgid}>")
+    return ("\r\n".join(lines) + "\r\n\r\nHello, " + subject + "\r\n").encode()
+
+
+def mailbox(server: Dovecot, **overrides: Any) -> ImapMailboxConfig:
+    settings: dict[str, Any] = dict(name="main", host=server.host, port=server.imap_port, security="plain",
+                                    username=SUPPORT, password=server.users[SUPPORT], timeout_seconds=5)
+    settings.update(overrides)
+    return ImapMailboxConfig(**settings)
+
+
+@pytest.fixture
+async def sqlite_desk(tmp_path: Path) -> AsyncIterator[Desk]:
+    """The IMAP side does not depend on the engine; test_restart… also runs on PostgreSQL."""
+    db = Database(f"sqlite+aiosqlite:///{tmp_path / 'desk.db'}")
+    await upgrade(db)
+    desk = Desk(db, CoreSettings(), AttachmentStore(tmp_path / "attachments"))
+    try:
+        yield desk
+    finally:
+        await desk.close()
+
+
+@pytest.fixture
+async def running() -> AsyncIterator[Callable[[ImapSource], Awaitable[ImapSource]]]:
+    """Start sources; every one is stopped when the test ends, whatever happened."""
+    started: list[ImapSource] = []
+
+    async def start(source: ImapSource) -> ImapSource:
+        await source.start()
+        started.append(source)
+        return source
+
+    yield start
+    for source in started:
+        await source.stop()
+
+
+async def stored(desk: Desk) -> list[InboundMail]:
+    async with desk.db.read() as session:
+        return list(await session.scalars(select(InboundMail).order_by(InboundMail.id)))
+
+
+async def wait_for(condition: Callable[[], Awaitable[bool]], timeout: float = 10.0) -> float:
+    """Seconds until `condition` held; fails the test after `timeout`."""
+    started = time.monotonic()
+    while not await condition():
+        if time.monotonic() - started > timeout:
+            pytest.fail(f"condition not met within {timeout} s")
+        await asyncio.sleep(0.02)
+    return time.monotonic() - started
+
+
+async def count_is(desk: Desk, n: int) -> bool:
+    return len(await stored(desk)) == n
+
+
+async def tickets(desk: Desk) -> list[Ticket]:
+    async with desk.db.read() as session:
+        return list(await session.scalars(select(Ticket).order_by(Ticket.id)))
+
+
+def inbound_worker(desk: Desk) -> InboundWorker:
+    """The real pipeline, polling fast so a test never waits for it."""
+    ctx = InboundContext(Signer(b"k" * 32, "example.test"), support_addresses=(SUPPORT,))
+    return InboundWorker(desk, ctx, poll_seconds=0.2)
+
+
+async def settled_count(desk: Desk, n: int) -> bool:
+    rows = await stored(desk)
+    return len(rows) == n and await settled(desk)
+
+
+async def settled(desk: Desk) -> bool:
+    return all(r.status != "received" for r in await stored(desk))
+
+
+async def state_is(source: ImapSource, state: str) -> bool:
+    return source.state == state
+
+
+async def renewed(source: ImapSource, times: int) -> bool:
+    return source.idle_renewals >= times
+
+
+def flags_by_subject(server: Dovecot, folder: str = "INBOX") -> dict[str, set[bytes]]:
+    with IMAPClient(server.host, server.imap_port, ssl=False, timeout=5) as client:
+        client.login(SUPPORT, server.users[SUPPORT])
+        client.select_folder(folder, readonly=True)
+        found = client.fetch(client.search(["ALL"]), ["FLAGS", "BODY.PEEK[HEADER.FIELDS (SUBJECT)]"])
+    return {data[b"BODY[HEADER.FIELDS (SUBJECT)]"].decode().split(":", 1)[1].strip(): set(data[b"FLAGS"])
+            for data in found.values()}
+
+
+async def test_new_mail_arrives_through_idle_within_two_seconds_and_is_then_flagged_seen(
+        dovecot: Dovecot, sqlite_desk: Desk, running: Any) -> None:
+    source = await running(ImapSource(sqlite_desk, mailbox(dovecot)))
+    await wait_for(lambda: state_is(source, "idle"))
+    dovecot.deliver(mail("printer on fire", "fire@example.org"))
+    delivered = time.monotonic()
+    await wait_for(lambda: count_is(sqlite_desk, 1), timeout=2.0)
+    assert time.monotonic() - delivered < 2.0
+    (row,) = await stored(sqlite_desk)
+    assert b"printer on fire" in row.raw
+    assert (row.source, row.mailbox, row.dedupe_key) == ("imap:main", "main", "fire@example.org")
+    await wait_for(lambda: asyncio.to_thread(lambda: b"\\Seen" in flags_by_subject(dovecot)["printer on fire"]))
+
+
+async def test_mail_arriving_between_the_search_and_idle_is_not_missed(
+        dovecot: Dovecot, sqlite_desk: Desk, running: Any) -> None:
+    source = ImapSource(sqlite_desk, mailbox(dovecot))
+    search = source._conn.new_uids
+    calls = 0
+
+    def search_then_deliver(after: int) -> list[int]:
+        # Runs on the source's IMAP thread: the mail lands after the SEARCH, before IDLE starts,
+        # so Dovecot announces it right with "+ idling" (often in the same packet).
+        nonlocal calls
+        calls += 1
+        found = search(after)
+        if calls == 1:
+            dovecot.deliver(mail("in the gap", "gap@example.org"))
+        return found
+
+    source._conn.new_uids = search_then_deliver  # type: ignore[method-assign]
+    await running(source)
+    await wait_for(lambda: count_is(sqlite_desk, 1), timeout=2.0)
+
+
+async def test_mail_marked_read_by_another_client_before_we_saw_it_is_still_ingested(
+        dovecot: Dovecot, sqlite_desk: Desk, running: Any) -> None:
+    dovecot.deliver(mail("already read by a colleague", "read@example.org"))
+    with IMAPClient(dovecot.host, dovecot.imap_port, ssl=False, timeout=5) as other_client:
+        other_client.login(SUPPORT, "secret")
+        other_client.select_folder("INBOX")
+        other_client.add_flags(other_client.search(["ALL"]), [b"\\Seen"])
+    await running(ImapSource(sqlite_desk, mailbox(dovecot)))
+    await wait_for(lambda: count_is(sqlite_desk, 1))
+    assert (await stored(sqlite_desk))[0].dedupe_key == "read@example.org"
+
+
+async def test_stored_mail_is_moved_to_the_processed_folder(
+        dovecot: Dovecot, sqlite_desk: Desk, running: Any) -> None:
+    dovecot.deliver_many([mail("one", "one@example.org"), mail("two", "two@example.org")])
+    await running(ImapSource(sqlite_desk, mailbox(dovecot, processed_folder="Processed")))
+    await wait_for(lambda: count_is(sqlite_desk, 2))
+    await wait_for(lambda: asyncio.to_thread(lambda: not flags_by_subject(dovecot)))
+    moved = await asyncio.to_thread(flags_by_subject, dovecot, "Processed")
+    assert set(moved) == {"one", "two"} and all(b"\\Seen" in flags for flags in moved.values())
+
+
+async def test_store_failure_leaves_mail_unseen_and_the_source_retries_it(
+        dovecot: Dovecot, sqlite_desk: Desk, running: Any) -> None:
+    attempts = 0
+
+    async def flaky_store(desk: Desk, raw: bytes, **kw: Any) -> StoredMail:
+        nonlocal attempts
+        attempts += 1
+        if attempts == 1:
+            raise ConnectionError("database unreachable")
+        return await store_received(desk, raw, **kw)
+
+    dovecot.deliver(mail("first try fails", "flaky@example.org"))
+    source = await running(ImapSource(sqlite_desk, mailbox(dovecot), store=flaky_store))
+    await wait_for(lambda: state_is(source, "backoff"))
+    assert b"\\Seen" not in (await asyncio.to_thread(flags_by_subject, dovecot))["first try fails"]
+    assert "database unreachable" in (source.last_error or "")
+    await wait_for(lambda: count_is(sqlite_desk, 1))  # after about 1 s of backoff
+    assert attempts == 2
+
+
+@pytest.mark.parametrize("crash", ["before the commit", "after the commit, before the flag"])
+async def test_restart_after_a_crash_fetches_the_mail_again_and_keeps_one_copy_per_key(
+        dovecot: Dovecot, desk: Desk, running: Any, crash: str) -> None:
+    reached = asyncio.Event()
+
+    async def crashing_store(d: Desk, raw: bytes, **kw: Any) -> StoredMail:
+        if crash == "after the commit, before the flag":
+            await store_received(d, raw, **kw)
+        reached.set()
+        await asyncio.Event().wait()  # the process dies here
+        raise AssertionError("unreachable")
+
+    dovecot.deliver(mail("survives a crash", "crash@example.org"))
+    first = ImapSource(desk, mailbox(dovecot), store=crashing_store)
+    await first.start()
+    await asyncio.wait_for(reached.wait(), 10)
+    assert first._task is not None
+    first._task.cancel()  # like a kill: no cleanup code of ours runs to completion
+    await first.stop()
+    assert b"\\Seen" not in (await asyncio.to_thread(flags_by_subject, dovecot))["survives a crash"]
+
+    worker = inbound_worker(desk)
+    await running(ImapSource(desk, mailbox(dovecot), on_stored=worker.wake))
+    await worker.start()
+    try:
+        expected = 1 if crash == "before the commit" else 2
+        await wait_for(lambda: count_is(desk, expected))
+        rows = await stored(desk)
+        # A second stored copy carries the same dedupe key, which processing turns into no second ticket.
+        assert {r.dedupe_key for r in rows} == {"crash@example.org"}
+        await wait_for(lambda: settled(desk))
+    finally:
+        await worker.stop()
+    assert [t.subject for t in await tickets(desk)] == ["survives a crash"]
+    await wait_for(lambda: asyncio.to_thread(
+        lambda: b"\\Seen" in flags_by_subject(dovecot)["survives a crash"]))
+    position = await load_position(desk.db, "main", "INBOX")
+    assert position is not None and position.last_uid == 1
+
+
+async def test_uidvalidity_change_reads_the_recreated_folder_again(
+        dovecot: Dovecot, sqlite_desk: Desk, running: Any) -> None:
+    with IMAPClient(dovecot.host, dovecot.imap_port, ssl=False, timeout=5) as admin:
+        admin.login(SUPPORT, "secret")
+        admin.create_folder("Support")
+        admin.append("Support", mail("before the change", "before@example.org"))
+    config = mailbox(dovecot, folder="Support")
+    source = await running(ImapSource(sqlite_desk, config))
+    await wait_for(lambda: count_is(sqlite_desk, 1))
+    old = await load_position(sqlite_desk.db, "main", "Support")
+    await source.stop()
+
+    # Deleting and recreating the folder gives it a new UIDVALIDITY, and its UIDs start at 1 again:
+    # a reader trusting the old last UID (1) would skip the new mail with UID 1.
+    await asyncio.sleep(1.1)  # Dovecot derives UIDVALIDITY from the clock
+    with IMAPClient(dovecot.host, dovecot.imap_port, ssl=False, timeout=5) as admin:
+        admin.login(SUPPORT, "secret")
+        admin.delete_folder("Support")
+        admin.create_folder("Support")
+        admin.append("Support", mail("after the change", "after@example.org"))
+    await running(ImapSource(sqlite_desk, config))
+    await wait_for(lambda: count_is(sqlite_desk, 2))
+    assert (await stored(sqlite_desk))[1].dedupe_key == "after@example.org"
+    new = await load_position(sqlite_desk.db, "main", "Support")
+    assert old is not None and new is not None
+    assert new.uidvalidity != old.uidvalidity and new.last_uid == 1
+
+
+async def test_connection_kicked_by_the_server_is_reestablished(
+        dovecot: Dovecot, sqlite_desk: Desk, running: Any) -> None:
+    source = await running(ImapSource(sqlite_desk, mailbox(dovecot)))
+    await wait_for(lambda: state_is(source, "idle"))
+    await asyncio.to_thread(dovecot.kick)
+    await wait_for(lambda: state_is(source, "backoff"), timeout=3)
+    dovecot.deliver(mail("after the kick", "kick@example.org"))
+    await wait_for(lambda: count_is(sqlite_desk, 1))
+    assert source.state in ("idle", "connecting")
+
+
+async def test_server_restart_is_survived_with_backoff(
+        dovecot: Dovecot, sqlite_desk: Desk, running: Any) -> None:
+    source = await running(ImapSource(sqlite_desk, mailbox(dovecot)))
+    await wait_for(lambda: state_is(source, "idle"))
+    await asyncio.to_thread(dovecot.stop)  # SIGKILL: the connection dies without a BYE
+    await wait_for(lambda: state_is(source, "backoff"), timeout=3)
+    await asyncio.to_thread(dovecot.start)
+    dovecot.deliver(mail("after the restart", "restart@example.org"))
+    await wait_for(lambda: count_is(sqlite_desk, 1), timeout=8)
+
+
+async def test_server_that_stops_answering_hits_the_timeout_and_the_source_reconnects(
+        dovecot: Dovecot, sqlite_desk: Desk, running: Any) -> None:
+    import os
+    import signal
+    import subprocess
+
+    source = await running(ImapSource(sqlite_desk, mailbox(dovecot, timeout_seconds=1, idle_renew_seconds=0.5)))
+    await wait_for(lambda: state_is(source, "idle"))
+    # Freeze the IMAP process serving us: the TCP connection stays up, nothing answers any more.
+    frozen = [int(pid) for pid in subprocess.run(["pgrep", "-g", str(dovecot.pid), "-x", "imap"],
+                                                 capture_output=True, text=True, check=False).stdout.split()]
+    assert frozen
+    for pid in frozen:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        await wait_for(lambda: state_is(source, "backoff"))
+        assert "timed out" in (source.last_error or "") or "Timeout" in (source.last_error or "")
+        dovecot.deliver(mail("after the hang", "hang@example.org"))
+        await wait_for(lambda: count_is(sqlite_desk, 1))  # a new connection, a new imap process
+    finally:
+        for pid in frozen:
+            os.kill(pid, signal.SIGCONT)
+
+
+async def test_idle_is_renewed_before_the_server_timeout_and_mail_still_arrives(
+        dovecot: Dovecot, sqlite_desk: Desk, running: Any) -> None:
+    source = await running(ImapSource(sqlite_desk, mailbox(dovecot, idle_renew_seconds=0.3)))
+    await wait_for(lambda: renewed(source, 3))
+    dovecot.deliver(mail("between renewals", "renew@example.org"))
+    await wait_for(lambda: count_is(sqlite_desk, 1), timeout=2)
+
+
+async def test_polling_finds_new_mail_when_idle_is_switched_off(
+        dovecot: Dovecot, sqlite_desk: Desk, running: Any) -> None:
+    source = await running(ImapSource(sqlite_desk, mailbox(dovecot, idle=False, poll_seconds=0.3)))
+    await wait_for(lambda: state_is(source, "polling"))
+    dovecot.deliver(mail("polled", "poll@example.org"))
+    await wait_for(lambda: count_is(sqlite_desk, 1), timeout=2)
+    assert source.idle_renewals == 0
+
+
+async def test_mailbox_with_a_wrong_password_does_not_stop_a_good_one(
+        dovecot: Dovecot, sqlite_desk: Desk, running: Any) -> None:
+    bad = await running(ImapSource(sqlite_desk, mailbox(dovecot, name="bad", password="wrong")))
+    good = await running(ImapSource(sqlite_desk, mailbox(dovecot, name="good")))
+    dovecot.deliver(mail("for the good one", "good@example.org"))
+    await wait_for(lambda: count_is(sqlite_desk, 1))
+    assert (await stored(sqlite_desk))[0].mailbox == "good"
+    await wait_for(lambda: state_is(bad, "backoff"))
+    assert "login refused" in (bad.last_error or "")
+    assert good.last_error is None
+
+
+@pytest.mark.parametrize("security", ["tls", "starttls"])
+async def test_encrypted_connections_verify_the_server_certificate(
+        dovecot: Dovecot, sqlite_desk: Desk, running: Any, security: str) -> None:
+    port = dovecot.imaps_port if security == "tls" else dovecot.imap_port
+    dovecot.deliver(mail(f"over {security}", f"{security}@example.org"))
+    await running(ImapSource(sqlite_desk, mailbox(dovecot, security=security, port=port,
+                                                  ca_file=dovecot.ca_file)))
+    await wait_for(lambda: count_is(sqlite_desk, 1))
+    untrusted = await running(ImapSource(sqlite_desk, mailbox(dovecot, name="untrusted", security=security,
+                                                               port=port)))
+    await wait_for(lambda: state_is(untrusted, "backoff"))
+    assert "CERTIFICATE_VERIFY_FAILED" in (untrusted.last_error or "")
+
+
+async def test_stop_returns_promptly_while_idle(dovecot: Dovecot, sqlite_desk: Desk) -> None:
+    source = ImapSource(sqlite_desk, mailbox(dovecot))
+    await source.start()
+    await wait_for(lambda: state_is(source, "idle"))
+    started = time.monotonic()
+    await source.stop()
+    assert time.monotonic() - started < 1.5
+    assert source.state == "stopped"
+
+
+async def test_imap_part_reads_every_configured_mailbox_and_wakes_the_worker(
+        dovecot: Dovecot, sqlite_desk: Desk) -> None:
+    from supportbot.app import App
+
+    class Worker:
+        name = "fake worker"
+        wakes = 0
+
+        async def start(self) -> None: ...
+
+        async def stop(self) -> None: ...
+
+        def wake(self) -> None:
+            self.wakes += 1
+
+    config = Config.model_validate({"mail": {"imap": [
+        mailbox(dovecot, name="first").model_dump(),
+        mailbox(dovecot, name="second", username="other@example.test").model_dump()]}})
+    app = App(config, sqlite_desk)
+    worker = Worker()
+    part = await imap_part(app)
+    assert part is not None and [s.config.name for s in part.sources] == ["first", "second"]
+    app.parts += [part, worker]
+    await part.start()
+    try:
+        dovecot.deliver(mail("to both", "both@example.org"), to=[SUPPORT, "other@example.test"])
+        await wait_for(lambda: count_is(sqlite_desk, 2))
+        assert {r.mailbox for r in await stored(sqlite_desk)} == {"first", "second"}
+        assert worker.wakes >= 2
+    finally:
+        await part.stop()
+
+
+async def test_no_imap_part_without_configured_mailboxes(sqlite_desk: Desk) -> None:
+    from supportbot.app import App
+
+    assert await imap_part(App(Config(), sqlite_desk)) is None
+
+
+def test_fetch_batches_respect_both_count_and_bytes() -> None:
+    sizes = {1: 10, 2: 10, 3: 100, 4: 10, 5: 10}
+    assert _batches([1, 2, 3, 4, 5], sizes, max_count=2, max_bytes=50) == [[1, 2], [3], [4, 5]]
+    assert _batches([1, 2, 3], sizes, max_count=10, max_bytes=1000) == [[1, 2, 3]]
+
+
+
+def test_the_commented_example_mailbox_parses_to_the_documented_defaults() -> None:
+    import re
+    import tomllib
+
+    from tests.conftest import REPO
+
+    text = (REPO / "config.example.toml").read_text()
+    block = text[text.index("# [[mail.imap]]"):].split("\n\n", 1)[0]
+    uncommented = "\n".join(line.removeprefix("# ") for line in block.splitlines())
+    uncommented = re.sub(r'^ca_file = "".*$', "", uncommented, flags=re.MULTILINE)  # TOML has no null
+    parsed = Config.model_validate(tomllib.loads(uncommented)).mail.imap[0]
+    defaults = ImapMailboxConfig(name="main", host="imap.example.com", username="support@example.com")
+    assert parsed == defaults
+
+
+def test_a_mailbox_cannot_move_mail_into_the_folder_it_reads() -> None:
+    with pytest.raises(ValueError, match="processed_folder must differ"):
+        ImapMailboxConfig(name="x", host="h", username="u", processed_folder="INBOX")
+
+
+@pytest.mark.slow  # starting Postfix takes a few seconds
+async def test_mail_sent_through_postfix_becomes_a_ticket_via_dovecot_and_imap(
+        postfix: Postfix, dovecot: Dovecot, sqlite_desk: Desk, running: Any) -> None:
+    worker = inbound_worker(sqlite_desk)
+    await worker.start()
+    try:
+        await running(ImapSource(sqlite_desk, mailbox(dovecot), on_stored=worker.wake))
+        await asyncio.to_thread(postfix.send, mail("through the whole chain", "mta@example.org"))
+        try:
+            await wait_for(lambda: settled_count(sqlite_desk, 1), timeout=30)
+        except BaseException:
+            maillog = postfix.state_dir / "maillog"
+            print(maillog.read_text()[-3000:] if maillog.exists() else "no Postfix maillog")  # shown on failure
+            raise
+    finally:
+        await worker.stop()
+    (row,) = await stored(sqlite_desk)
+    assert b"Received: from" in row.raw and b"mx.example.test" in row.raw  # Postfix's trace header
+    (ticket,) = await tickets(sqlite_desk)
+    assert ticket.subject == "through the whole chain" and row.ticket_id == ticket.id
