@@ -139,6 +139,8 @@ class InboundMail(Base):
     ticket_id: Mapped[int | None] = mapped_column(ForeignKey("tickets.id"))
     received_at: Mapped[datetime]
     processed_at: Mapped[datetime | None]
+    # SQLite only: a processor holds the row until then (PostgreSQL uses row locks instead).
+    claimed_until: Mapped[datetime | None]
 
 
 class Message(Base):
@@ -264,3 +266,9 @@ __all__ = [
     "Ticket",
     "TicketTag",
 ]
+from core.outbox_models import OutboxRecipient  # noqa: E402,F401  (registers the table)
+import core.imap_models  # noqa: E402,F401  (registers the table; plain import survives either import order)
+import core.inbound_models  # noqa: E402,F401  (registers an index; plain import survives either import order)
+import core.discord_models  # noqa: E402,F401  (registers the Discord projection tables)
+import core.report_models  # noqa: E402,F401  (registers the report_runs table)
+import core.sla_models  # noqa: E402,F401  (registers the SLA clock and timer tables)

@@ -94,9 +94,16 @@ async def build_app(config: Config, *, migrate: bool = True) -> App:
 
 def part_factories() -> list[PartFactory]:
     """The parts `run` knows, in start order; each factory returns None (and logs why) to skip."""
+    from bot.part import discord_part
     from supportbot.health import health_part
+    from supportbot.imap_wiring import imap_part
+    from supportbot.mail_wiring import inbound_worker_part, smtp_listener_part
+    from supportbot.outbound import notifier_part, sender_part
+    from supportbot.sla_wiring import sla_part
 
-    return [health_part]
+    # The worker before the listener: parts stop in reverse, so the listener stops taking mail first.
+    return [health_part, sender_part, notifier_part, inbound_worker_part, smtp_listener_part, imap_part,
+            discord_part, sla_part]
 
 
 async def run(config: Config, *, migrate: bool = True, ready: asyncio.Event | None = None,

@@ -60,7 +60,37 @@ def build_parser() -> argparse.ArgumentParser:
     _add_filters(search)
     search.add_argument("--limit", type=int, default=50)
     search.add_argument("--json", action="store_true", help="print a JSON array")
+    _add_mail_commands(commands)
+    from supportbot.report_commands import add_report_commands
+
+    add_report_commands(commands)
     return parser
+
+
+def _add_mail_commands(commands: Any) -> None:
+    from supportbot.outbox_commands import add_outbox_commands
+
+    ingest = commands.add_parser(
+        "ingest", help="store and process mail from .eml files or standard input (an MTA's pipe transport)",
+        description="Exit 0 when every mail was stored (even if quarantined), 75 when one could not be "
+                    "stored (the MTA should try again), 66 when a file cannot be read.")
+    ingest.add_argument("files", nargs="*", metavar="FILE", help="mail files (default: one mail on stdin)")
+    ingest.add_argument("--envelope-from", metavar="ADDRESS", help="the SMTP envelope sender, if known")
+    ingest.add_argument("--envelope-to", metavar="ADDRESS", action="append",
+                        help="an SMTP envelope recipient, if known (repeatable)")
+    mail = commands.add_parser("mail", help="mail: the inbound quarantine and the outbox")
+    mcmd = mail.add_subparsers(dest="mail_command", metavar="ACTION", required=True)
+    quarantine = mcmd.add_parser("quarantine", help="mail that could not be processed: list, show, retry")
+    qcmd = quarantine.add_subparsers(dest="quarantine_command", metavar="ACTION", required=True)
+    qlist = qcmd.add_parser("list", help="quarantined mail, newest first, with the reason")
+    qlist.add_argument("--limit", type=int, default=100)
+    qshow = qcmd.add_parser("show", help="one stored mail: reason, envelope, headers and an excerpt")
+    qshow.add_argument("id", type=int)
+    retry = qcmd.add_parser("retry", help="process quarantined (or held) mail again")
+    which = retry.add_mutually_exclusive_group(required=True)
+    which.add_argument("id", type=int, nargs="?", help="the stored mail's id")
+    which.add_argument("--all", action="store_true", help="every quarantined mail")
+    add_outbox_commands(mcmd)
 
 
 def _add_filters(parser: argparse.ArgumentParser) -> None:
@@ -97,14 +127,24 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 async def dispatch(args: argparse.Namespace, config: Config) -> int:
-    from supportbot import commands
+    from supportbot import commands, mail_commands
 
     handlers: dict[str, Callable[[argparse.Namespace, Config], Awaitable[int]]] = {
         "migrate": commands.migrate,
         "run": commands.run,
         "check": commands.check,
         "tickets": commands.tickets,
+        "ingest": mail_commands.ingest,
+        "mail": mail_commands.quarantine,
     }
+    if args.command == "report":
+        from supportbot.report_commands import report
+
+        return await report(args, config)
+    if args.command == "mail" and args.mail_command == "outbox":
+        from supportbot.outbox_commands import outbox
+
+        return await outbox(args, config)
     return await handlers[args.command](args, config)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 import shutil
 import sys
 from datetime import datetime
@@ -13,6 +14,7 @@ from core.desk import Desk
 from core.enums import Priority, Status
 from core.errors import UserError
 from core.migrate import current_revision, head_revision, schema_differences, upgrade
+from core.sla.queries import ticket_sla
 from core.queries import (
     TicketDetail,
     TicketFilters,
@@ -25,6 +27,7 @@ from core.queries import (
 from supportbot import app as runtime
 from supportbot.config import Config
 from supportbot.templating import builtin_template_names, template_environment
+from supportbot.report_view import sample_report_context
 
 STARTER_CONFIG = Path(__file__).resolve().parent / "config.example.toml"
 
@@ -61,7 +64,11 @@ SAMPLE_CONTEXT: dict[str, Any] = {
     "reply_marker": "##- Please type your reply above this line -##", "token": "sample-token",
     "customer_name": "Alice", "ticket": {"ref": "#1042", "number": 1042, "subject": "Printer on fire"},
     "response_expectation": "We usually answer within one business day.", "summary": "Help, it burns.",
+    "body_text": "Please unplug it first.\n\nThen call us.", "body_html": "<p>Please unplug it first.</p>",
+    "staff_name": "Bob", "attachments": ["manual.pdf"], "resolve_on": "14 March 2026",
 }
+# templates/reports/*: a filled-in sample report ("report", "chart_cid"); subject/desk_name as above.
+SAMPLE_CONTEXT.update({k: v for k, v in sample_report_context().items() if k not in SAMPLE_CONTEXT})
 
 
 async def check(args: argparse.Namespace, config: Config) -> int:
@@ -118,7 +125,11 @@ async def tickets(args: argparse.Namespace, config: Config) -> int:
     try:
         if args.tickets_command == "show":
             detail = await ticket_detail(desk, args.number)
-            _print_json(to_json(detail)) if args.json else _print_detail(detail)
+            sla = await ticket_sla(desk, detail.number)
+            if args.json:
+                _print_json({**to_json(detail), "sla": sla.as_json()})
+            else:
+                _print_detail(detail, sla.lines())
             return 0
         filters = TicketFilters(
             status=tuple(Status(s) for s in args.status or ()),
@@ -153,7 +164,7 @@ def _print_table(rows: list[TicketSummary]) -> None:
         print("  ".join(cell.ljust(w) for cell, w in zip(line, widths)) + "  " + line[-1])
 
 
-def _print_detail(t: TicketDetail) -> None:
+def _print_detail(t: TicketDetail, sla_lines: Sequence[str] = ()) -> None:
     out = sys.stdout
     out.write(f"{t.ref}  {t.subject}\n")
     out.write(f"  status {t.status} · priority {t.priority} · category {t.category or '-'} · "
@@ -167,6 +178,8 @@ def _print_detail(t: TicketDetail) -> None:
     out.write("\n")
     if t.tags:
         out.write(f"  tags {', '.join(t.tags)}\n")
+    for line in sla_lines:
+        out.write(f"  SLA: {line}\n")
     if t.merged_into:
         out.write(f"  merged into #{t.merged_into}\n")
     if t.follow_up_of:

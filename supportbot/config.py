@@ -104,9 +104,30 @@ class OutboundConfig(Section):
     username: str = ""
     password: str = ""
     timeout_seconds: float = Field(30, gt=0)
+    ca_file: Path | None = None  # extra CA to trust for a relay with a private certificate
     max_automatic_per_recipient_per_hour: int = Field(10, ge=0)
+    retry_initial_seconds: float = Field(60, gt=0)
+    retry_max_seconds: float = Field(3600, gt=0)
+    give_up_after_hours: float = Field(72, gt=0)
+    templates_dir: Path | None = None  # operator's templates (email/<name>.txt.j2 …) before ours
     dkim_selector: str = ""
     dkim_private_key: Path | None = None
+
+
+class KeywordRuleConfig(Section):
+    """[[mail.keyword_rules]]: words in a new ticket's subject or body set its category and/or priority."""
+
+    words: tuple[str, ...] = Field(min_length=1)
+    category: str = ""  # empty: leave the category alone
+    priority: Priority | None = None
+
+    @field_validator("words")
+    @classmethod
+    def _words(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        cleaned = tuple(w.strip().lower() for w in value)
+        if any(not w for w in cleaned):
+            raise ValueError("a non-empty list of non-empty words")
+        return cleaned
 
 
 class MailConfig(Section):
@@ -117,9 +138,19 @@ class MailConfig(Section):
     new_tickets_per_sender: int = Field(5, ge=1)
     new_tickets_window_minutes: float = Field(10, gt=0)
     category_by_address: dict[str, str] = {}
+    keyword_rules: tuple[KeywordRuleConfig, ...] = ()
+    processing_timeout_seconds: float = Field(30, gt=0)  # parse budget per mail; slower: quarantined
+    inbound_poll_seconds: float = Field(5, gt=0)  # how often to look for mail stored by other processes
     smtp_listener: SmtpListenerConfig = SmtpListenerConfig()
     imap: tuple[ImapMailboxConfig, ...] = ()
     outbound: OutboundConfig = OutboundConfig()
+
+    @field_validator("category_by_address")
+    @classmethod
+    def _category_addresses(cls, value: dict[str, str]) -> dict[str, str]:
+        if any(a.count("@") != 1 for a in value):
+            raise ValueError("a table of email address = category, e.g. { \"billing@example.com\" = \"billing\" }")
+        return {a.strip().lower(): c.strip().lower() for a, c in value.items()}
 
     @field_validator("support_addresses")
     @classmethod
@@ -132,12 +163,176 @@ class MailConfig(Section):
 
 class DiscordConfig(Section):
     token: str = ""  # empty: the bot does not start (everything else still runs)
-    guild_id: int = 0
-    forum_channel_id: int = 0
-    alerts_channel_id: int = 0
-    reports_channel_id: int = 0
+    guild_id: int = Field(0, ge=0)
+    forum_channel_id: int = Field(0, ge=0)
+    alerts_channel_id: int = Field(0, ge=0)  # 0: alerts only in the log
+    reports_channel_id: int = Field(0, ge=0)
     staff_role_ids: tuple[int, ...] = ()
     manager_role_ids: tuple[int, ...] = ()
+    auto_archive_minutes: Literal[60, 1440, 4320, 10080] = 10080
+    projector_poll_seconds: float = Field(2.0, gt=0)  # how often to look for other processes' events
+    page_size: int = Field(10, ge=1, le=25)  # tickets per page in /list and /search
+
+
+class ReportsConfig(Section):
+    """[reports]: the daily summary mailed to managers."""
+
+    enabled: bool = True  # sends only when managers is non-empty too
+    managers: tuple[str, ...] = ()
+    send_at: str = "08:00"  # local wall time HH:MM, in `timezone`
+    timezone: str = ""  # empty: desk.timezone
+    catch_up_days: int = Field(7, ge=1, le=60)  # missed days sent after an outage, at most
+    trend_days: int = Field(14, ge=8, le=60)  # days in the chart
+    oldest_tickets: int = Field(5, ge=0, le=50)  # oldest open tickets listed
+
+    @field_validator("managers")
+    @classmethod
+    def _managers(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        cleaned = tuple(a.strip().lower() for a in value)
+        if any(a.count("@") != 1 or " " in a or len(a) > 320 for a in cleaned):
+            raise ValueError("a list of email addresses such as 'boss@example.com'")
+        return cleaned
+
+    @field_validator("send_at")
+    @classmethod
+    def _send_at(cls, value: str) -> str:
+        hours, _, minutes = value.strip().partition(":")
+        if not (hours.isdigit() and minutes.isdigit() and len(minutes) == 2
+                and int(hours) < 24 and int(minutes) < 60):
+            raise ValueError("a local time as HH:MM, e.g. '08:00'")
+        return f"{int(hours):02d}:{minutes}"
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            return ZoneInfo(value).key if value else value
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError("an IANA time zone name such as 'Europe/Paris', or empty for desk.timezone") from None
+
+
+class SlaPolicyConfig(Section):
+    """[sla.policies.<priority>]: targets as durations ("4h", "1d 2h", "30m"); empty: not measured."""
+
+    first_response: str = ""
+    next_response: str = ""  # after each customer mail that follows a staff reply
+    resolution: str = ""
+    business_hours: bool = True  # false: calendar time, every hour counts
+
+    @field_validator("first_response", "next_response", "resolution")
+    @classmethod
+    def _duration(cls, value: str) -> str:
+        from core.errors import UserError
+        from core.sla.policy import parse_duration
+
+        try:
+            parse_duration(value)
+        except UserError as e:
+            raise ValueError(str(e)) from None
+        return value.strip()
+
+
+class BusinessHoursConfig(Section):
+    """[sla.business_hours]: local opening hours per weekday ("09:00-17:00", "09:00-12:00, 13:00-17:00", "")."""
+
+    mon: str = "09:00-17:00"
+    tue: str = "09:00-17:00"
+    wed: str = "09:00-17:00"
+    thu: str = "09:00-17:00"
+    fri: str = "09:00-17:00"
+    sat: str = ""
+    sun: str = ""
+
+    @field_validator("*")
+    @classmethod
+    def _openings(cls, value: str) -> str:
+        from core.errors import UserError
+        from core.sla.business_time import parse_openings
+
+        try:
+            parse_openings(value)
+        except UserError as e:
+            raise ValueError(str(e)) from None
+        return value
+
+
+class SlaConfig(Section):
+    """[sla]: response-time promises per priority, alerts, and auto-close of quiet tickets."""
+
+    timezone: str = ""  # empty: desk.timezone
+    business_hours: BusinessHoursConfig = BusinessHoursConfig()
+    holidays: tuple[str, ...] = ()  # ISO dates, e.g. ["2026-12-25"]
+    at_risk_share: float = Field(0.8, gt=0, lt=1)
+    raise_priority_on_breach: bool = False
+    on_call_role_id: int = Field(0, ge=0)  # Discord role mentioned when the ticket is unassigned; 0: none
+    pending_reminder_after: str = ""  # empty: off
+    pending_resolve_after: str = ""
+    resolved_close_after: str = ""
+    poll_seconds: float = Field(5.0, gt=0)  # how often to look for other processes' events and timers
+    policies: dict[Priority, SlaPolicyConfig] = {}
+
+    @field_validator("holidays", mode="before")
+    @classmethod
+    def _holidays(cls, value: Any) -> Any:
+        from datetime import date
+
+        if not isinstance(value, list | tuple):
+            return value
+        try:  # TOML dates (2026-12-25) arrive as date objects, quoted ones as text
+            return tuple(d.isoformat() if isinstance(d, date) else date.fromisoformat(str(d)).isoformat()
+                         for d in value)
+        except ValueError:
+            raise ValueError("a list of dates such as [\"2026-12-25\"]") from None
+
+    @field_validator("pending_reminder_after", "pending_resolve_after", "resolved_close_after")
+    @classmethod
+    def _duration(cls, value: str) -> str:
+        return SlaPolicyConfig._duration(value)
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            return ZoneInfo(value).key if value else value
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError("an IANA time zone name such as 'Europe/Paris', or empty for desk.timezone") from None
+
+    @model_validator(mode="after")
+    def _usable(self) -> SlaConfig:
+        from core.errors import UserError
+
+        try:
+            self.settings("UTC")  # e.g. a calendar closed every day fails here, at start
+        except UserError as e:
+            raise ValueError(str(e)) from None
+        return self
+
+    def settings(self, desk_timezone: str) -> Any:
+        """The core's SlaSettings (typed Any here so loading a config does not import core.sla)."""
+        from datetime import date
+
+        from core.sla.business_time import business_calendar
+        from core.sla.policy import AutoClose, SlaPolicy, SlaSettings, parse_duration
+
+        policies = {
+            priority: SlaPolicy(parse_duration(p.first_response), parse_duration(p.next_response),
+                                parse_duration(p.resolution), p.business_hours)
+            for priority, p in self.policies.items()
+            if p.first_response or p.next_response or p.resolution}
+        calendar = None
+        if any(p.business_hours for p in policies.values()):
+            calendar = business_calendar(self.timezone or desk_timezone, self.business_hours.model_dump(),
+                                         [date.fromisoformat(d) for d in self.holidays])
+        auto_close = AutoClose(parse_duration(self.pending_reminder_after),
+                               parse_duration(self.pending_resolve_after),
+                               parse_duration(self.resolved_close_after))
+        return SlaSettings(policies=policies, calendar=calendar, at_risk_share=self.at_risk_share,
+                           raise_priority_on_breach=self.raise_priority_on_breach,
+                           on_call_role_id=self.on_call_role_id or None, auto_close=auto_close)
 
 
 class HttpConfig(Section):
@@ -151,6 +346,8 @@ class Config(Section):
     mail: MailConfig = MailConfig()
     discord: DiscordConfig = DiscordConfig()
     http: HttpConfig = HttpConfig()
+    reports: ReportsConfig = ReportsConfig()
+    sla: SlaConfig = SlaConfig()
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     source: Path | None = None  # the file this came from, if any
 
@@ -159,6 +356,10 @@ class Config(Section):
         listener = self.mail.smtp_listener
         if (listener.tls_certificate is None) != (listener.tls_key is None):
             raise ValueError("mail.smtp_listener: tls_certificate and tls_key go together")
+        routed = [*self.mail.category_by_address.values(), *(r.category for r in self.mail.keyword_rules)]
+        unknown = sorted({c.lower() for c in routed if c and c.lower() not in self.desk.categories})
+        if unknown:
+            raise ValueError(f"mail routing names categories that desk.categories lacks: {', '.join(unknown)}")
         return self
 
     @property
@@ -230,7 +431,9 @@ def _resolve_paths(config: Config, base: Path) -> Config:
         "tls_certificate": absolute(config.mail.smtp_listener.tls_certificate),
         "tls_key": absolute(config.mail.smtp_listener.tls_key)})
     outbound = config.mail.outbound.model_copy(
-        update={"dkim_private_key": absolute(config.mail.outbound.dkim_private_key)})
+        update={"dkim_private_key": absolute(config.mail.outbound.dkim_private_key),
+                "ca_file": absolute(config.mail.outbound.ca_file),
+                "templates_dir": absolute(config.mail.outbound.templates_dir)})
     imap = tuple(m.model_copy(update={"ca_file": absolute(m.ca_file)}) for m in config.mail.imap)
     mail = config.mail.model_copy(update={"smtp_listener": listener, "outbound": outbound, "imap": imap})
     desk = config.desk.model_copy(update={"data_dir": absolute(config.desk.data_dir)})

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import logging
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
@@ -35,7 +37,7 @@ SUMMARY_CHARS = 400
 # Status changes that come with their own mail (the staff reply says it) or mean nothing to the customer.
 _SILENT_REASONS = ("staff replied", "merged")
 _KINDS: dict[str, str] = {EventType.TICKET_OPENED: "ack", EventType.STAFF_REPLIED: "reply",
-                         EventType.STATUS_CHANGED: "status"}
+                         EventType.STATUS_CHANGED: "status", EventType.PENDING_REMINDER_DUE: "reminder"}
 
 
 def default_expectation(ticket: Ticket) -> str:
@@ -116,6 +118,8 @@ class Notifier:
             to, reason = event.data.get("to"), event.data.get("reason")
             if to in (Status.RESOLVED, Status.CLOSED) and reason not in _SILENT_REASONS:
                 await self._notify_status(session, event, str(to))
+        elif event.type == EventType.PENDING_REMINDER_DUE:
+            await self._remind(session, event)
 
     async def _acknowledge(self, session: AsyncSession, event: Event) -> None:
         message = await session.get(Message, event.message_id) if event.message_id else None
@@ -146,6 +150,22 @@ class Notifier:
         await self._queue(session, event, ticket, self._draft(
             ticket, template=status, kind=status, message_key=f"e{event.id}", to=to,
             date=event.created_at, automatic=True, in_reply_to=in_reply_to, references=references))
+
+    async def _remind(self, session: AsyncSession, event: Event) -> None:
+        """The SLA scheduler found a ticket waiting on the customer too long: nudge them once."""
+        ticket = await _ticket(session, event)
+        if ticket.status != Status.PENDING or await _only_machine_mail(session, ticket):
+            return  # answered (or changed by staff) since the reminder was armed
+        to = await self._automatic_recipients(session, ticket, event)
+        if not to:
+            return
+        resolve_at = event.data.get("resolve_at")
+        resolve_on = datetime.fromisoformat(resolve_at).strftime("%d %B %Y") if resolve_at else ""
+        in_reply_to, references = await _thread(session, ticket)
+        await self._queue(session, event, ticket, self._draft(
+            ticket, template="reminder", kind="reminder", message_key=f"e{event.id}", to=to,
+            date=event.created_at, automatic=True, in_reply_to=in_reply_to, references=references,
+            context={"resolve_on": resolve_on}))
 
     async def _send_reply(self, session: AsyncSession, event: Event) -> None:
         """A staff reply goes to the requester and every CC participant; it is never capped."""

@@ -80,6 +80,7 @@ def test_tickets_show_json_has_fields_and_messages_with_attachments(config_path,
         ("inbound", "alice@example.org", "The printer is on fire"), ("outbound", "Sam", "Unplug it please")]
     assert ticket["messages"][0]["attachments"][0]["filename"] == "photo.jpg"
     assert ticket["messages"][0]["created_at"].startswith("20")
+    assert "sla" in ticket  # due times, empty while no SLA policy is configured
 
 
 def test_tickets_show_as_text_and_search(config_path, capsys):

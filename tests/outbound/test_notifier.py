@@ -226,3 +226,29 @@ async def test_a_mail_that_cannot_be_built_is_reported_and_does_not_block_the_re
     async with desk.db.read() as session:
         (failed,) = list(await session.scalars(select(Event).where(Event.type == EventType.OUTBOUND_FAILED)))
     assert failed.data["kind"] == "ack" and "no_such_variable" in failed.data["error"]
+
+
+async def test_a_pending_reminder_event_mails_the_customer_once_while_still_pending(
+        desk: Desk, mail_out: MailOut, sink: Sink) -> None:
+    from core.events import EventType, append_event
+    from core.models import Ticket
+
+    number = await open_from_alice(desk)
+    await reply(desk, number, BOB, "Could you send a photo?", status=Status.PENDING)
+    async with desk.db.transaction() as session:
+        ticket_id = await session.scalar(select(Ticket.id).where(Ticket.number == number))
+        await append_event(session, EventType.PENDING_REMINDER_DUE, at=desk.clock(), ticket_id=ticket_id,
+                           data={"ticket": number, "resolve_at": "2026-03-09T09:00:00+00:00"})
+    await mail_out.flush()
+    reminder = [r.message for r in sink.received if "waiting for your answer" in
+                r.message.get_body(("plain",)).get_content()]  # type: ignore[union-attr]
+    assert len(reminder) == 1
+    assert "09 March 2026" in reminder[0].get_body(("plain",)).get_content()  # type: ignore[union-attr]
+    assert reminder[0]["Auto-Submitted"] == "auto-replied"
+    # Answered in the meantime: a late reminder event sends nothing.
+    await add_customer_message(desk, number, ALICE, MailContent(text="here it is"))
+    async with desk.db.transaction() as session:
+        await append_event(session, EventType.PENDING_REMINDER_DUE, at=desk.clock(), ticket_id=ticket_id,
+                           data={"ticket": number, "resolve_at": None})
+    await mail_out.flush()
+    assert sorted(m.kind for m in await list_mail(desk)) == ["ack", "reminder", "reply"]

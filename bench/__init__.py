@@ -1,0 +1,1 @@
+"""Benchmarks: scripts that print figures (throughput, latency percentiles, memory); run with python -m."""
