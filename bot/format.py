@@ -186,4 +186,11 @@ def stats_embed(stats: DeskStats) -> discord.Embed:
     embed.add_field(name="Opened (24 h / 7 days)", value=f"{stats.opened_last_day} / {stats.opened_last_week}")
     embed.add_field(name="Closed (7 days)", value=str(stats.closed_last_week))
     embed.add_field(name="Mean first response (7 days)", value=duration(stats.mean_first_response))
+    sla = stats.sla_last_week
+    if sla.met or sla.breached or sla.at_risk:
+        percent = f" ({sla.met_percent}% met)" if sla.met_percent is not None else ""
+        value = f"met {sla.met} · breached {sla.breached}{percent} · at risk now {sla.at_risk}"
+    else:
+        value = "no SLA clocks in this period"
+    embed.add_field(name="SLA (7 days)", value=value, inline=False)
     return embed

@@ -10,6 +10,7 @@ from sqlalchemy import func, select
 from core.desk import Desk
 from core.enums import ACTIVE_STATUSES
 from core.models import Ticket
+from core.sla.queries import Compliance, sla_compliance
 
 
 @dataclass(frozen=True)
@@ -22,6 +23,8 @@ class DeskStats:
     closed_last_week: int
     # Mean time to first response over tickets opened in the last week that got one; None if none did.
     mean_first_response: timedelta | None
+    # SLA clocks met and breached in the last week, and at risk now (all zero when no policy is set).
+    sla_last_week: Compliance
 
 
 async def desk_stats(desk: Desk) -> DeskStats:
@@ -46,6 +49,8 @@ async def desk_stats(desk: Desk) -> DeskStats:
     # Averaged in Python: date arithmetic differs between SQLite and PostgreSQL, and a week is small.
     waits = [first - created for created, first in answered if first is not None]
     mean = sum(waits, timedelta()) / len(waits) if waits else None
+    sla = await sla_compliance(desk, week, now)
     return DeskStats(by_status=by_status, active_by_priority=by_priority, active_unassigned=int(unassigned or 0),
                      opened_last_day=int(opened_day or 0), opened_last_week=int(opened_week or 0),
-                     closed_last_week=int(closed_week or 0), mean_first_response=mean)
+                     closed_last_week=int(closed_week or 0), mean_first_response=mean,
+                     sla_last_week=sla.total)

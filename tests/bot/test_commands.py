@@ -208,6 +208,7 @@ async def test_stats_counts_tickets(world):
     assert fields["Active and unassigned"] == "1"
     assert fields["Opened (24 h / 7 days)"] == "2 / 2"
     assert fields["Mean first response (7 days)"] == "0 min"
+    assert fields["SLA (7 days)"] == "no SLA clocks in this period"
 
 
 async def test_every_staff_action_is_audited_with_the_discord_member(world):

@@ -325,3 +325,20 @@ async def test_breach_is_recorded_without_a_running_scheduler_when_the_ticket_go
     assert (first.state, first.breached_at) == (ClockState.PAUSED, opened + 4 * HOURS)
     assert await consumer_only.run_due() == 1  # the overdue breach alert still goes out, once
     assert await count(desk, EventType.SLA_BREACHED) == 1
+
+
+async def test_desk_stats_show_the_weeks_sla_compliance(desk, clock):
+    from bot.format import stats_embed
+    from core.stats import desk_stats
+
+    sla = scheduler(desk)
+    on_time, late = await open_one(desk, "a"), await open_one(desk, "b")
+    clock.advance(hours=1)
+    await reply(desk, on_time, AGENT, "Done.")
+    clock.advance(hours=4)
+    await sla.run_due()
+    stats = await desk_stats(desk)
+    assert (stats.sla_last_week.met, stats.sla_last_week.breached) == (1, 1)
+    fields = {f.name: f.value for f in stats_embed(stats).fields}
+    assert fields["SLA (7 days)"] == "met 1 · breached 1 (50.0% met) · at risk now 0"
+    assert late != on_time
