@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from datetime import date
+
 import logging
 from typing import Any
 
@@ -22,6 +25,9 @@ FORUM_PERMISSIONS = ("view_channel", "send_messages", "send_messages_in_threads"
 ALERT_PERMISSIONS = ("view_channel", "send_messages")
 
 
+ReportSource = Callable[[date | None], Awaitable[tuple[Any, bytes]]]
+
+
 class SupportBot(commands.Bot):
     def __init__(self, desk: Desk, settings: BotSettings) -> None:
         intents = discord.Intents.default()
@@ -29,6 +35,8 @@ class SupportBot(commands.Bot):
         super().__init__(command_prefix=commands.when_mentioned, intents=intents, help_command=None,
                          allowed_mentions=discord.AllowedMentions.none())
         self.desk, self.settings = desk, settings
+        # Set by the composition root: day (None = last full day) -> (DailyReport, chart PNG).
+        self.reports: ReportSource | None = None
         self.tree.error(self._on_app_command_error)
 
     async def setup_hook(self) -> None:

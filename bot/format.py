@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime, timedelta
+from typing import Any
 
 import discord
 
@@ -193,4 +194,38 @@ def stats_embed(stats: DeskStats) -> discord.Embed:
     else:
         value = "no SLA clocks in this period"
     embed.add_field(name="SLA (7 days)", value=value, inline=False)
+    return embed
+
+
+def summary_embed(report: Any, desk_name: str = "") -> discord.Embed:
+    """The daily report (core.reports.DailyReport) as an embed; the chart goes in as chart.png."""
+    def counts(name: str) -> str:
+        today, before, week = (getattr(x, name) for x in (report.today, report.previous, report.week_average))
+        return f"**{today}** (day before {before}, 7-day avg {week:.1f})"
+
+    def took(stats: Any) -> str:
+        if not stats.count:
+            return "none that day"
+        median = duration(timedelta(seconds=stats.median_seconds))
+        p90 = duration(timedelta(seconds=stats.p90_seconds))
+        return f"median {median} · 90% within {p90} ({stats.count})"
+
+    title = f"Daily summary · {report.day:%A %d %B %Y}"
+    embed = discord.Embed(title=truncate(f"{desk_name} · {title}" if desk_name else title, 256))
+    for label, name in (("Opened", "opened"), ("Reopened", "reopened"), ("Resolved", "resolved"),
+                        ("Closed", "closed")):
+        embed.add_field(name=label, value=counts(name), inline=True)
+    backlog = report.backlog
+    by_status = ", ".join(f"{status_label(s)} {n}" for s, n in sorted(backlog.by_status.items())) or "none"
+    embed.add_field(name=f"Open backlog: {backlog.total}", value=by_status, inline=False)
+    embed.add_field(name="First response", value=took(report.first_response), inline=False)
+    embed.add_field(name="Resolution", value=took(report.resolution), inline=False)
+    sla = report.sla
+    embed.add_field(name="SLA", value=(f"breached {sla.breached} · at risk {sla.at_risk}" if sla is not None
+                                       else report.sla_note), inline=False)
+    if report.oldest:
+        oldest = "\n".join(truncate(f"#{t.number} · {t.status} · {t.subject}", 120) for t in report.oldest[:5])
+        embed.add_field(name="Oldest open", value=truncate(oldest, 1024), inline=False)
+    embed.set_image(url="attachment://chart.png")
+    embed.set_footer(text=f"{report.timezone} · 14-day volume and backlog below")
     return embed

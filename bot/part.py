@@ -93,4 +93,6 @@ async def discord_part(app: App) -> DiscordPart | None:
     if missing:
         log.warning("discord: set [discord] %s to start the bot (it is not started)", " and ".join(missing))
         return None
-    return DiscordPart(app.desk, BotSettings.from_config(config), config.token)
+    part = DiscordPart(app.desk, BotSettings.from_config(config), config.token)
+    part.bot.reports = app.report_source
+    return part

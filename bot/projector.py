@@ -13,6 +13,7 @@ import hashlib
 import io
 import json
 import logging
+from datetime import date
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
@@ -22,6 +23,7 @@ from sqlalchemy import select
 from bot import links
 from bot.activity import ALERT_EVENTS, SLA_EVENTS, activity_line, alert_text, sla_warning
 from bot.format import (
+    summary_embed,
     format_size,
     message_embeds,
     needs_full_text,
@@ -171,6 +173,8 @@ class Projector:
         kind = event.type
         if kind in ALERT_EVENTS:
             await self._alert(event)
+        if kind == EventType.DAILY_REPORT_READY:
+            await self._post_report(event)
         if event.ticket_id is None:
             return
         dirty[event.ticket_id] = None
@@ -241,6 +245,22 @@ class Projector:
         await self._send_once(f"event:{event.id}", event.ticket_id or 0, content=text, allowed_mentions=pings)
         subject = (event.data or {}).get("subject", "")
         await self._alert(event, text=truncate(f"{text} · {subject}", 2000), pings=pings)
+
+    async def _post_report(self, event: Event) -> None:
+        """The daily report, also mailed to managers, as an embed with its chart in the reports channel."""
+        key = f"event:{event.id}:report"
+        channel_id = self.bot.settings.reports_channel_id
+        if not channel_id or self.bot.reports is None or await links.sent_message(self.desk, key) is not None:
+            return
+        channel = self.bot.get_channel(channel_id)
+        if not isinstance(channel, discord.abc.Messageable):
+            log.warning("daily report not posted: reports channel %s not found or not a text channel (fix "
+                        "[discord] reports_channel_id)", channel_id)
+            return
+        report, chart = await self.bot.reports(date.fromisoformat(event.data["day"]))
+        sent = await channel.send(embed=summary_embed(report), file=discord.File(io.BytesIO(chart), "chart.png"),
+                                  allowed_mentions=NO_PINGS)
+        await links.remember_message(self.desk, key, channel_id, sent.id, self.desk.clock())
 
     async def _alert(self, event: Event, *, text: str | None = None,
                      pings: discord.AllowedMentions = NO_PINGS) -> None:

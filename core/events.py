@@ -37,6 +37,7 @@ class EventType(StrEnum):
     MAIL_HELD = "MailHeld"
     MAIL_BOUNCED = "MailBounced"
     OUTBOUND_FAILED = "OutboundFailed"
+    DAILY_REPORT_READY = "DailyReportReady"
     # SLA (core.sla): their data is described in core/sla/firing.py
     SLA_AT_RISK = "SlaAtRisk"
     SLA_BREACHED = "SlaBreached"

@@ -10,7 +10,7 @@ import signal
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry
 
@@ -39,6 +39,8 @@ class App:
     started: list[Part] = field(default_factory=list)
     # Per app, not prometheus_client's global registry: tests run several apps in one process.
     metrics: CollectorRegistry = field(default_factory=CollectorRegistry)
+    # day (None: the last full day) -> (core.reports.DailyReport, chart PNG bytes)
+    report_source: Callable[..., Awaitable[tuple[Any, bytes]]] | None = None
 
     async def start(self) -> None:
         for part in self.parts:
@@ -85,6 +87,10 @@ async def build_app(config: Config, *, migrate: bool = True) -> App:
         await upgrade(desk.db)
         log.info("database schema is up to date (%s)", _describe_db(config))
     app = App(config, desk)
+    from supportbot.reporting import report_with_chart
+
+    # The bot shows reports but may not import supportbot: it gets this function instead.
+    app.report_source = lambda day=None: report_with_chart(desk, config, day)
     for factory in part_factories():
         part = await factory(app)
         if part is not None:
@@ -99,11 +105,12 @@ def part_factories() -> list[PartFactory]:
     from supportbot.imap_wiring import imap_part
     from supportbot.mail_wiring import inbound_worker_part, smtp_listener_part
     from supportbot.outbound import notifier_part, sender_part
+    from supportbot.reporting import report_part
     from supportbot.sla_wiring import sla_part
 
     # The worker before the listener: parts stop in reverse, so the listener stops taking mail first.
     return [health_part, sender_part, notifier_part, inbound_worker_part, smtp_listener_part, imap_part,
-            discord_part, sla_part]
+            discord_part, sla_part, report_part]
 
 
 async def run(config: Config, *, migrate: bool = True, ready: asyncio.Event | None = None,

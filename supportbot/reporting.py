@@ -15,6 +15,7 @@ from email.utils import format_datetime
 from zoneinfo import ZoneInfo
 
 from core.desk import Desk
+from core.events import EventType, append_event
 from core.outbox import OutgoingMail, enqueue
 from core.report_schedule import ReportSchedule, claim, mark_failed, record_sent, unsent_days
 from core.reports import DailyReport, daily_report, previous_local_day
@@ -58,7 +59,8 @@ async def report_with_chart(desk: Desk, config: Config, day: date | None = None)
     timezone = report_timezone(config)
     day = day or previous_local_day(desk.clock(), ZoneInfo(timezone))
     report = await daily_report(desk, day, timezone, trend_days=config.reports.trend_days,
-                                oldest=config.reports.oldest_tickets)
+                                oldest=config.reports.oldest_tickets,
+                                sla_configured=config.sla.settings(config.desk.timezone).enabled)
     title = f"Tickets per day, and open tickets at each day's end ({len(report.trend)} days)"
     chart = await asyncio.to_thread(trend_chart_png, report.trend, title)  # CPU-bound: off the loop
     return report, chart
@@ -112,6 +114,9 @@ async def queue_report(desk: Desk, config: Config, rendered: RenderedReport, *, 
                                                   recipients=list(config.reports.managers), content=content,
                                                   automatic=True), now)
         await record_sent(session, KIND, rendered.report.day, now)
+        if scheduled:  # the Discord projector posts the same report in the reports channel
+            await append_event(session, EventType.DAILY_REPORT_READY, at=now,
+                               data={"day": rendered.report.day.isoformat()})
         return row.id
 
 

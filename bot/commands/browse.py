@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 from collections.abc import Awaitable, Callable
+from datetime import date
 from typing import TYPE_CHECKING, Any
 
 import discord
@@ -12,11 +14,12 @@ from discord.ext import commands
 from bot import links
 from bot.commands.tickets import STATUS_CHOICES
 from bot.commands.triage import PRIORITY_CHOICES, category_autocomplete
-from bot.format import stats_embed, ticket_list_embed
+from bot.format import stats_embed, summary_embed, ticket_list_embed
 from bot.permissions import manager_only, staff_only
 from bot.views import Pager
 from core.enums import ACTIVE_STATUSES, Priority, Status
 from core.queries import TicketFilters, TicketSummary, list_tickets, search_tickets
+from core.errors import UserError
 from core.stats import desk_stats
 
 if TYPE_CHECKING:
@@ -76,6 +79,21 @@ class Browse(commands.Cog):
         embed, has_more = await load(0)
         await interaction.response.send_message(embed=embed, view=Pager(load, has_more), ephemeral=True,
                                                 allowed_mentions=discord.AllowedMentions.none())
+
+    @app_commands.command(description="The daily summary for managers, with the 14-day chart")
+    @app_commands.describe(day="The day as YYYY-MM-DD (default: yesterday)")
+    @manager_only
+    async def summary(self, interaction: discord.Interaction[Any], day: str | None = None) -> None:
+        if self.bot.reports is None:
+            raise UserError("daily reports are not available in this setup")
+        try:
+            wanted = date.fromisoformat(day) if day else None
+        except ValueError:
+            raise UserError(f"{day!r} is not a date like 2026-03-01") from None
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        report, chart = await self.bot.reports(wanted)
+        await interaction.followup.send(embed=summary_embed(report), file=discord.File(io.BytesIO(chart), "chart.png"),
+                                        ephemeral=True)
 
     @app_commands.command(description="Desk figures: tickets by status and priority, recent flow")
     @manager_only

@@ -82,6 +82,14 @@ async def test_a_restarted_scheduler_does_not_send_the_day_again(desk, clock, si
     assert await ReportScheduler(desk, config).send_due() == []  # a new process, the same database
     assert await deliver(desk, sink) == 1
     assert len(sink.received) == 1
+    # One event for the Discord projector to post the same report in the reports channel.
+    from sqlalchemy import select
+
+    from core.models import Event
+
+    async with desk.db.read() as session:
+        ready = [e.data for e in await session.scalars(select(Event).where(Event.type == "DailyReportReady"))]
+    assert ready == [{"day": "2026-03-02"}]
 
 
 @pytest.mark.slow

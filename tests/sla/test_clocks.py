@@ -342,3 +342,22 @@ async def test_desk_stats_show_the_weeks_sla_compliance(desk, clock):
     fields = {f.name: f.value for f in stats_embed(stats).fields}
     assert fields["SLA (7 days)"] == "met 1 · breached 1 (50.0% met) · at risk now 0"
     assert late != on_time
+
+
+async def test_the_daily_report_counts_the_days_sla_breaches(desk, clock):
+    from core.reports import daily_report
+
+    sla = scheduler(desk)
+    day = clock.now.date()
+    on_time, late = await open_one(desk, "a"), await open_one(desk, "b")
+    clock.advance(hours=1)
+    await reply(desk, on_time, AGENT, "Done.")
+    clock.advance(hours=4)
+    await sla.run_due()
+    clock.advance(days=1)
+    report = await daily_report(desk, day, "UTC", sla_configured=True)
+    assert report.sla is not None and (report.sla.breached, report.sla.at_risk) == (1, 0)
+    assert report.sla_note == ""
+    without = await daily_report(desk, day, "UTC")
+    assert without.sla is None and without.sla_note == "SLA not configured"
+    assert late != on_time
