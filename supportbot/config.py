@@ -28,6 +28,19 @@ class ConfigError(Exception):
     """The configuration is unusable; the message names the key, the value and what is expected."""
 
 
+def check_timezone(value: str, *, empty_means: str | None) -> str:
+    """An IANA zone name; empty is allowed only where it falls back to another key (`empty_means`)."""
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    if not value and empty_means:
+        return value
+    try:
+        return ZoneInfo(value).key
+    except (ZoneInfoNotFoundError, ValueError):
+        fallback = f", or empty for {empty_means}" if empty_means else " or 'UTC'"
+        raise ValueError(f"an IANA time zone name such as 'Europe/Paris'{fallback}") from None
+
+
 class Section(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -55,13 +68,7 @@ class DeskConfig(Section):
     @field_validator("timezone")
     @classmethod
     def _timezone(cls, value: str) -> str:
-        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError("an IANA time zone name such as 'Europe/Paris' or 'UTC'") from None
-        return value
+        return check_timezone(value, empty_means=None)
 
 
 class SmtpListenerConfig(Section):
@@ -205,12 +212,7 @@ class ReportsConfig(Section):
     @field_validator("timezone")
     @classmethod
     def _timezone(cls, value: str) -> str:
-        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
-        try:
-            return ZoneInfo(value).key if value else value
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError("an IANA time zone name such as 'Europe/Paris', or empty for desk.timezone") from None
+        return check_timezone(value, empty_means="desk.timezone")
 
 
 class SlaPolicyConfig(Section):
@@ -294,12 +296,7 @@ class SlaConfig(Section):
     @field_validator("timezone")
     @classmethod
     def _timezone(cls, value: str) -> str:
-        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
-        try:
-            return ZoneInfo(value).key if value else value
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError("an IANA time zone name such as 'Europe/Paris', or empty for desk.timezone") from None
+        return check_timezone(value, empty_means="desk.timezone")
 
     @model_validator(mode="after")
     def _usable(self) -> SlaConfig:
