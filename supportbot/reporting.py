@@ -95,8 +95,9 @@ def compose_report_mail(rendered: RenderedReport, *, sender: Address, to: Sequen
     return msg.as_bytes(policy=policy.SMTP)
 
 
-async def queue_report(desk: Desk, config: Config, rendered: RenderedReport, *, scheduled: bool) -> int:
-    """Queue the mail in the outbox and record the day as sent, in one transaction; returns the outbox id.
+async def queue_report(desk: Desk, config: Config, rendered: RenderedReport, *, scheduled: bool) -> int | None:
+    """Queue the mail in the outbox and record the day as sent, in one transaction; returns the outbox id
+    (None when no manager gets it by mail and it goes to Discord only).
 
     A scheduled report gets a Message-ID fixed by its day, so the outbox's unique index refuses a
     second copy even if two processes got this far; a manual one gets a fresh id.
@@ -110,14 +111,17 @@ async def queue_report(desk: Desk, config: Config, rendered: RenderedReport, *, 
     content = compose_report_mail(rendered, sender=sender, to=config.reports.managers, message_id=message_id,
                                   sent_at=now)
     async with desk.db.transaction() as session:
-        row = await enqueue(session, OutgoingMail(kind="report", rfc822_message_id=message_id, mail_from=support,
-                                                  recipients=list(config.reports.managers), content=content,
-                                                  automatic=True), now)
+        row_id = None
+        if config.reports.managers:  # a team may want the report in Discord only
+            row = await enqueue(session, OutgoingMail(kind="report", rfc822_message_id=message_id,
+                                                      mail_from=support, recipients=list(config.reports.managers),
+                                                      content=content, automatic=True), now)
+            row_id = row.id
         await record_sent(session, KIND, rendered.report.day, now)
         if scheduled:  # the Discord projector posts the same report in the reports channel
             await append_event(session, EventType.DAILY_REPORT_READY, at=now,
                                data={"day": rendered.report.day.isoformat()})
-        return row.id
+        return row_id
 
 
 class ReportScheduler:
@@ -145,8 +149,9 @@ class ReportScheduler:
                 log.exception("daily report for %s failed; trying again later", day)
                 await mark_failed(self.desk, KIND, day, f"{type(e).__name__}: {e}")
                 continue
-            log.info("daily report for %s queued as outbox mail %d for %d manager(s)", day, outbox_id,
-                     len(self.config.reports.managers))
+            log.info("daily report for %s ready (outbox mail %s for %d manager(s); Discord reports channel: %s)",
+                     day, outbox_id, len(self.config.reports.managers),
+                     "yes" if self.config.discord.reports_channel_id else "not configured")
             queued.append(day)
         return queued
 
@@ -182,8 +187,8 @@ async def report_part(app: App) -> ReportScheduler | None:
     if not reports.enabled:
         log.info("daily report disabled ([reports] enabled = false)")
         return None
-    if not reports.managers:
-        log.info("daily report not sent: [reports] managers is empty")
+    if not reports.managers and not app.config.discord.reports_channel_id:
+        log.info("daily report not sent: neither [reports] managers nor [discord] reports_channel_id is set")
         return None
     return ReportScheduler(app.desk, app.config)
 

@@ -157,3 +157,25 @@ async def test_the_running_part_queues_the_due_report_at_start_and_stops_promptl
     async with desk.db.read() as s:
         kinds = list(await s.scalars(select(OutboxMail.kind)))
     assert kinds == ["report"]
+
+
+async def test_a_discord_only_report_queues_no_mail_but_is_announced_once(desk, clock, tmp_path):
+    from sqlalchemy import func, select
+
+    from core.models import Event, OutboxMail
+    from supportbot.app import App
+    from supportbot.reporting import report_part
+
+    at(clock, 2026, 3, 3, 8, 5)
+    config = report_config(tmp_path, managers=[]).model_copy(
+        update={"discord": Config().discord.model_copy(update={"reports_channel_id": 42})})
+    scheduler = await report_part(App(config, desk))
+    assert scheduler is not None
+    assert await scheduler.send_due() == [date(2026, 3, 2)]
+    assert await scheduler.send_due() == []
+    async with desk.db.read() as session:
+        assert await session.scalar(select(func.count()).select_from(OutboxMail)) == 0
+        ready = list(await session.scalars(select(Event.data).where(Event.type == "DailyReportReady")))
+    assert ready == [{"day": "2026-03-02"}]
+    nowhere = report_config(tmp_path, managers=[])
+    assert await report_part(App(nowhere, desk)) is None
