@@ -3,15 +3,35 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import event, text
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import CursorResult
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+
+def dialect_of(session: AsyncSession) -> str:
+    """"sqlite" or "postgresql" for a session of a Database."""
+    return session.get_bind().dialect.name
+
+
+def insert_ignore(session: AsyncSession, model: Any, values: dict[str, Any], keys: Sequence[str]) -> Any:
+    """INSERT … ON CONFLICT DO NOTHING for either engine (no race between a check and an insert)."""
+    if dialect_of(session) == "postgresql":
+        return pg_insert(model).values(values).on_conflict_do_nothing(index_elements=list(keys))
+    return sqlite_insert(model).values(values).on_conflict_do_nothing(index_elements=list(keys))
+
+
+def rows_affected(result: Any) -> int:
+    """How many rows an INSERT/UPDATE/DELETE touched (the typed Result hides CursorResult.rowcount)."""
+    return int(cast(CursorResult[Any], result).rowcount or 0)
 
 
 class Database:

@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from core.db import Database
+from core.db import Database, dialect_of, insert_ignore
 from core.models import ConsumerCursor, Event
 
 log = logging.getLogger(__name__)
@@ -59,7 +59,7 @@ async def append_event(
     actor_contact_id: int | None = None,
     data: dict[str, Any] | None = None,
 ) -> Event:
-    if session.bind.dialect.name == "postgresql" and not session.info.get("event_lock_held"):
+    if dialect_of(session) == "postgresql" and not session.info.get("event_lock_held"):
         # Serial ids can commit out of order under concurrency, and a consumer whose cursor has
         # passed id 8 would never see a late-committing id 7. Holding this lock until commit makes
         # event-appending transactions commit in id order. SQLite writers are serial anyway.
@@ -80,13 +80,8 @@ async def cursor_position(session: AsyncSession, consumer: str) -> int:
 
 async def lock_cursor(session: AsyncSession, consumer: str, at: datetime) -> ConsumerCursor:
     """The consumer's cursor row, created if new and locked until commit (one worker at a time)."""
-    table = ConsumerCursor.__table__
-    values = {"name": consumer, "position": 0, "updated_at": at}
-    if session.bind.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as dialect_insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert as dialect_insert
-    await session.execute(dialect_insert(table).values(values).on_conflict_do_nothing(index_elements=["name"]))
+    await session.execute(insert_ignore(session, ConsumerCursor, {"name": consumer, "position": 0,
+                                                                   "updated_at": at}, ["name"]))
     cursor = await session.scalar(
         select(ConsumerCursor).where(ConsumerCursor.name == consumer).with_for_update()
         .execution_options(populate_existing=True))

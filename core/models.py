@@ -19,6 +19,7 @@ from sqlalchemy import (
     Text,
 )
 from sqlalchemy import Enum as SqlEnum
+from sqlalchemy.types import TypeEngine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from core.enums import (
@@ -48,7 +49,7 @@ def enum_column(enum: type[StrEnum]) -> SqlEnum:
 
 
 # BIGINT on PostgreSQL, but INTEGER on SQLite so the column stays the rowid alias.
-BigId = BigInteger().with_variant(Integer(), "sqlite")
+BigId: TypeEngine[int] = BigInteger().with_variant(Integer(), "sqlite")
 
 
 class Base(DeclarativeBase):

@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy import Select, func, literal_column, or_, select, text, union
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.orm import aliased
 
 from core.desk import Desk
@@ -122,7 +123,7 @@ async def list_tickets(desk: Desk, filters: TicketFilters = TicketFilters(), *, 
     query = _filtered(select(Ticket), filters).where(Ticket.merged_into_id.is_(None))
     query = query.order_by(Ticket.updated_at.desc(), Ticket.id.desc()).limit(_page(limit)).offset(max(0, offset))
     async with desk.db.read() as session:
-        return [_summary(desk, t) for t in await session.scalars(query)]
+        return [_summary(desk, t) for t in (await session.scalars(query)).all()]
 
 
 async def search_tickets(desk: Desk, words: str, filters: TicketFilters = TicketFilters(), *,
@@ -140,7 +141,7 @@ async def search_tickets(desk: Desk, words: str, filters: TicketFilters = Ticket
             match = " ".join(f'"{t}"*' for t in terms)  # each term quoted: no FTS syntax injection
             query = await _sqlite_search(session, match, filters)
         else:
-            config = literal_column("'simple'::regconfig")  # literal, so the GIN expression index applies
+            config: ColumnElement[Any] = literal_column("'simple'::regconfig")  # literal: the GIN index applies
             tsquery = func.to_tsquery(config, " & ".join(f"{t}:*" for t in terms))
             in_messages = select(Message.ticket_id).where(
                 func.to_tsvector(config, Message.body_text).bool_op("@@")(tsquery))
@@ -189,7 +190,7 @@ async def _sqlite_search(session: AsyncSession, match: str, filters: TicketFilte
     return query.where(many.bindparams(q=match))
 
 
-def _filtered(query: Select[tuple[Ticket]], f: TicketFilters) -> Select[tuple[Ticket]]:
+def _filtered(query: Select[Any], f: TicketFilters) -> Select[Any]:
     if f.status:
         query = query.where(Ticket.status.in_(f.status))
     if f.priority:

@@ -7,9 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import case, insert, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy import case, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.enums import ParticipantRole, StaffRole
@@ -17,6 +15,7 @@ from core.errors import NotFound, UserError
 from core.events import EventType, append_event
 from core.models import Attachment, AuditEntry, Contact, Counter, Message, Participant, Staff, Ticket
 from core.attachments import AttachmentStore
+from core.db import insert_ignore, rows_affected
 from core.desk import Desk
 from core.enums import Status
 
@@ -56,16 +55,6 @@ def normalize_email(email: str) -> str:
     if "@" not in email or any(c in email for c in "\r\n\t <>") or len(email) > 320:
         raise UserError(f"not an email address: {email[:80]!r}")
     return email
-
-
-def insert_ignore(session: AsyncSession, model: Any, values: dict[str, Any], keys: Sequence[str]) -> Any:
-    """INSERT … ON CONFLICT DO NOTHING for either engine (no race between check and insert)."""
-    dialect = session.bind.dialect.name
-    if dialect == "postgresql":
-        return pg_insert(model).values(values).on_conflict_do_nothing(index_elements=list(keys))
-    if dialect == "sqlite":
-        return sqlite_insert(model).values(values).on_conflict_do_nothing(index_elements=list(keys))
-    return insert(model).values(values)
 
 
 async def next_ticket_number(session: AsyncSession, first: int) -> int:
@@ -140,7 +129,7 @@ async def add_participant(session: AsyncSession, ticket: Ticket, contact: Contac
                       {"ticket_id": ticket.id, "contact_id": contact.id, "role": role.value},
                       ["ticket_id", "contact_id"])
     )
-    return bool(result.rowcount)
+    return rows_affected(result) > 0
 
 
 async def is_participant(session: AsyncSession, ticket: Ticket, email: str) -> bool:

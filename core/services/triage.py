@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from core.db import rows_affected
 from core.desk import Desk
 from core.enums import Priority, Status
 from core.errors import Conflict, UserError
@@ -151,6 +152,6 @@ async def add_tags(session: AsyncSession, ticket: Ticket, tags: Sequence[str]) -
     for value in tags:
         result = await session.execute(
             insert_ignore(session, TicketTag, {"ticket_id": ticket.id, "tag": value}, ["ticket_id", "tag"]))
-        if result.rowcount:
+        if rows_affected(result):
             added.append(value)
     return added
