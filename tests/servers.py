@@ -197,7 +197,7 @@ def dovecot() -> Iterator[Dovecot]:
 def postfix(dovecot: Dovecot) -> Iterator[Postfix]:
     """Postfix on loopback delivering to the test's `dovecot`; skipped unless the tests run as root."""
     if os.geteuid() != 0:
-        pytest.skip("Postfix's master must run as root")
+        need_server("Postfix's master must run as root")
     server = _started(lambda: start_postfix(dovecot))
     try:
         yield server

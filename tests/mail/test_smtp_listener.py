@@ -20,6 +20,7 @@ from core.models import InboundMail, Ticket
 from mail_gateway.processing import Kind
 from mail_gateway.smtp_listener import SmtpListener, tls_context
 from mail_gateway.worker import InboundWorker
+from tests.conftest import need_server
 from tests.mail import pipeline_support
 from tests.mail.pipeline_support import (
     count,
@@ -163,7 +164,7 @@ async def test_store_failure_answers_451_and_leaves_nothing_half_written(desk, l
 
 async def test_swaks_delivery_becomes_a_ticket(desk, listener):
     if shutil.which("swaks") is None:
-        pytest.skip("swaks is not installed (apt-get install swaks)")
+        need_server("swaks is not installed (apt-get install swaks)")
     process = await asyncio.create_subprocess_exec(
         "swaks", "--server", "127.0.0.1", "--port", str(listener.port), "--from", "bob@customer.test",
         "--to", "support@example.test", "--header", "Subject: Sent with swaks", "--body", "Hello from swaks",
@@ -179,7 +180,7 @@ async def test_swaks_delivery_becomes_a_ticket(desk, listener):
 
 async def test_swaks_unknown_recipient_gets_550(desk, listener):
     if shutil.which("swaks") is None:
-        pytest.skip("swaks is not installed (apt-get install swaks)")
+        need_server("swaks is not installed (apt-get install swaks)")
     process = await asyncio.create_subprocess_exec(
         "swaks", "--server", "127.0.0.1", "--port", str(listener.port), "--to", "nobody@elsewhere.test",
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
