@@ -15,6 +15,7 @@ from typing import Any, Protocol
 from prometheus_client import CollectorRegistry
 
 from core.desk import Desk
+from core.errors import UserError
 from core.migrate import upgrade
 from supportbot.config import Config
 
@@ -44,7 +45,11 @@ class App:
 
     async def start(self) -> None:
         for part in self.parts:
-            await part.start()
+            try:
+                await part.start()
+            except OSError as e:  # typically a port in use: the operator's to fix, not a bug
+                raise UserError(f"{part.name} could not start: {e.strerror or e} "
+                                "(check its host and port in the config)") from None
             self.started.append(part)
 
     async def stop(self) -> None:

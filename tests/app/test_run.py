@@ -54,3 +54,20 @@ def test_run_serves_health_and_metrics_and_stops_cleanly_on_sigterm(tmp_path: Pa
     assert "stopped cleanly" in output
     assert "Traceback" not in output
     assert (tmp_path / "supportbot-data" / "desk.db").exists()
+
+
+def test_a_port_in_use_is_one_clear_line_and_nothing_keeps_running(tmp_path: Path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        config = tmp_path / "supportbot.toml"
+        config.write_text(f"[http]\nport = {port}\n[mail.smtp_listener]\nport = {free_port()}\n")
+        result = subprocess.run([sys.executable, "-m", "supportbot", "--config", str(config), "run"],
+                                capture_output=True, text=True, timeout=60,
+                                env={**os.environ, "SUPPORTBOT_DISCORD_TOKEN": ""})
+    assert result.returncode == 1
+    assert "health and metrics endpoint could not start: " in result.stderr
+    assert "check its host and port in the config" in result.stderr
+    assert "stopped cleanly" in result.stderr
+    assert "Traceback" not in result.stderr
