@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from core.background import nap
 from core.db import Database, dialect_of, insert_ignore
 from core.models import ConsumerCursor, Event
 
@@ -180,7 +181,4 @@ async def run_consumer(db: Database, consumer: str, handle: EventHandler, *, clo
                         e.event_id, failures[e.event_id], poll_seconds, exc_info=e.__cause__)
         except Exception:
             log.exception("consumer %s failed; retrying in %.0fs", consumer, poll_seconds)
-        waiters = {asyncio.ensure_future(committed.wait()), asyncio.ensure_future(stop.wait())}
-        await asyncio.wait(waiters, timeout=poll_seconds, return_when=asyncio.FIRST_COMPLETED)
-        for w in waiters:
-            w.cancel()
+        await nap(poll_seconds, committed, stop)

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from core.desk import Desk
+from core.background import Background
 from core.events import run_consumer
 from core.outbox import RetryPolicy
 from mail_gateway.outbound.compose import Composer, DkimKey
@@ -78,19 +78,14 @@ class NotifierPart:
     def __init__(self, desk: Desk, notifier: Notifier) -> None:
         self.desk = desk
         self.notifier = notifier
-        self._stop = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._background = Background()
 
     async def start(self) -> None:
-        self._stop.clear()
-        self._task = asyncio.create_task(run_consumer(
-            self.desk.db, CONSUMER, self.notifier.handle, clock=self.desk.clock, stop=self._stop), name=CONSUMER)
+        self._background.start(run_consumer(self.desk.db, CONSUMER, self.notifier.handle, clock=self.desk.clock,
+                                            stop=self._background.stopping), CONSUMER)
 
     async def stop(self) -> None:
-        self._stop.set()
-        if self._task is not None:
-            await self._task
-            self._task = None
+        await self._background.stop()
 
 
 async def notifier_part(app: App) -> NotifierPart:

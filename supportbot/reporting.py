@@ -14,6 +14,7 @@ from email.message import EmailMessage
 from email.utils import format_datetime
 from zoneinfo import ZoneInfo
 
+from core.background import Background, nap
 from core.desk import Desk
 from core.events import EventType, append_event
 from core.outbox import OutgoingMail, enqueue
@@ -133,8 +134,8 @@ class ReportScheduler:
         self.desk = desk
         self.config = config
         self.schedule = report_schedule(config)
-        self._stop = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._background = Background()
+        self._stop = self._background.stopping
 
     async def send_due(self) -> list[date]:
         """One pass: every due, unsent day, oldest first. Returns the days queued."""
@@ -158,14 +159,10 @@ class ReportScheduler:
     async def start(self) -> None:
         log.info("daily report at %s %s to %d manager(s)", self.config.reports.send_at, self.schedule.timezone,
                  len(self.config.reports.managers))
-        self._stop.clear()
-        self._task = asyncio.create_task(self._run(), name=self.name)
+        self._background.start(self._run(), self.name)
 
     async def stop(self) -> None:
-        self._stop.set()
-        if self._task is not None:
-            await self._task
-            self._task = None
+        await self._background.stop()
 
     async def _run(self) -> None:
         while not self._stop.is_set():
@@ -175,10 +172,7 @@ class ReportScheduler:
                 log.exception("report scheduler pass failed; trying again in %.0fs", MAX_SLEEP_SECONDS)
             now = self.desk.clock()
             wait = (self.schedule.next_due(now) - now).total_seconds()
-            try:
-                await asyncio.wait_for(self._stop.wait(), timeout=min(max(wait, 1.0), MAX_SLEEP_SECONDS))
-            except TimeoutError:
-                pass
+            await nap(min(max(wait, 1.0), MAX_SLEEP_SECONDS), self._stop)
 
 
 async def report_part(app: App) -> ReportScheduler | None:

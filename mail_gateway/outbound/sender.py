@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
 from core.desk import Desk
 from core.outbox import RetryPolicy, claim_due, mark_failed, mark_retry, mark_sent
+from core.background import Background, nap
 from mail_gateway.outbound.headers import redact_addresses
 from mail_gateway.outbound.transport import Failed, Retry, Sent, Transport
 
@@ -29,8 +29,8 @@ class OutboxSender:
         self.policy = policy or RetryPolicy()
         self.batch = batch
         self.poll_seconds = poll_seconds
-        self._stop = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._background = Background()
+        self._stop = self._background.stopping
 
     async def deliver_due(self) -> int:
         """One round: claim due mail, send it, record each outcome. Returns how many were claimed."""
@@ -58,14 +58,10 @@ class OutboxSender:
 
     async def start(self) -> None:
         log.info("outbox sender started: %s", self.transport.description)
-        self._stop.clear()
-        self._task = asyncio.create_task(self._run(), name=self.name)
+        self._background.start(self._run(), self.name)
 
     async def stop(self) -> None:
-        self._stop.set()
-        if self._task is not None:
-            await self._task
-            self._task = None
+        await self._background.stop()
 
     async def _run(self) -> None:
         committed = self.desk.db.listen_for_events()
@@ -76,7 +72,4 @@ class OutboxSender:
                     pass
             except Exception:
                 log.exception("outbox sender round failed; trying again in %.0fs", self.poll_seconds)
-            waiters = {asyncio.ensure_future(committed.wait()), asyncio.ensure_future(self._stop.wait())}
-            await asyncio.wait(waiters, timeout=self.poll_seconds, return_when=asyncio.FIRST_COMPLETED)
-            for waiter in waiters:
-                waiter.cancel()
+            await nap(self.poll_seconds, committed, self._stop)
