@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, cast
@@ -14,6 +15,8 @@ from sqlalchemy.engine import CursorResult
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
+from core.sqlite_driver import OneHopDBAPI
+
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
 
@@ -22,11 +25,19 @@ def dialect_of(session: AsyncSession) -> str:
     return session.get_bind().dialect.name
 
 
-def insert_ignore(session: AsyncSession, model: Any, values: dict[str, Any], keys: Sequence[str]) -> Any:
-    """INSERT … ON CONFLICT DO NOTHING for either engine (no race between a check and an insert)."""
-    if dialect_of(session) == "postgresql":
-        return pg_insert(model).values(values).on_conflict_do_nothing(index_elements=list(keys))
-    return sqlite_insert(model).values(values).on_conflict_do_nothing(index_elements=list(keys))
+async def insert_ignore(session: AsyncSession, model: Any, values: dict[str, Any], keys: Sequence[str]) -> Any:
+    """INSERT … ON CONFLICT DO NOTHING for either engine (no race between a check and an insert).
+
+    The statement is built once per dialect, table and columns: building one costs more than
+    running it, and this sits on the path of every inbound mail.
+    """
+    return await session.execute(_insert_ignore_statement(dialect_of(session), model, tuple(keys)), values)
+
+
+@functools.lru_cache(maxsize=64)
+def _insert_ignore_statement(dialect: str, model: Any, keys: tuple[str, ...]) -> Any:
+    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    return insert(model.__table__).on_conflict_do_nothing(index_elements=list(keys))  # Core: rowcount, no ORM bulk mode
 
 
 def rows_affected(result: Any) -> int:
@@ -106,7 +117,8 @@ class Database:
 
 
 def _sqlite_engine(url: str, *, echo: bool, immediate: bool) -> AsyncEngine:
-    engine = create_async_engine(url, echo=echo, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
+    engine = create_async_engine(url, echo=echo, module=OneHopDBAPI(),
+                                 connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
 
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:

@@ -81,8 +81,7 @@ async def cursor_position(session: AsyncSession, consumer: str) -> int:
 
 async def lock_cursor(session: AsyncSession, consumer: str, at: datetime) -> ConsumerCursor:
     """The consumer's cursor row, created if new and locked until commit (one worker at a time)."""
-    await session.execute(insert_ignore(session, ConsumerCursor, {"name": consumer, "position": 0,
-                                                                   "updated_at": at}, ["name"]))
+    await insert_ignore(session, ConsumerCursor, {"name": consumer, "position": 0, "updated_at": at}, ["name"])
     cursor = await session.scalar(
         select(ConsumerCursor).where(ConsumerCursor.name == consumer).with_for_update()
         .execution_options(populate_existing=True))

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import BigInteger, String
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
 from core.db import Database
@@ -41,13 +42,19 @@ async def load_position(db: Database, mailbox: str, folder: str) -> ImapPosition
 
 async def save_position(db: Database, mailbox: str, folder: str, position: ImapPosition,
                         at: datetime) -> None:
-    """Record the new position (one small transaction after the mails up to it are committed)."""
+    """Record the new position in a transaction of its own."""
     async with db.transaction() as session:
-        row = await session.get(ImapState, (mailbox, folder), with_for_update=True)
-        if row is None:
-            session.add(ImapState(mailbox=mailbox, folder=folder, uidvalidity=position.uidvalidity,
-                                  last_uid=position.last_uid, updated_at=at))
-        else:
-            row.uidvalidity = position.uidvalidity
-            row.last_uid = position.last_uid
-            row.updated_at = at
+        await save_position_in(session, mailbox, folder, position, at)
+
+
+async def save_position_in(session: AsyncSession, mailbox: str, folder: str, position: ImapPosition,
+                           at: datetime) -> None:
+    """Record the new position in the caller's transaction (the one that stores the mails up to it)."""
+    row = await session.get(ImapState, (mailbox, folder), with_for_update=True)
+    if row is None:
+        session.add(ImapState(mailbox=mailbox, folder=folder, uidvalidity=position.uidvalidity,
+                              last_uid=position.last_uid, updated_at=at))
+    else:
+        row.uidvalidity = position.uidvalidity
+        row.last_uid = position.last_uid
+        row.updated_at = at

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
-from sqlalchemy import exists, or_, select, text, update
+from sqlalchemy import and_, bindparam, exists, func, insert, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
@@ -25,6 +26,19 @@ class StoredMail:
     duplicate_of: int | None  # an earlier stored mail with the same dedupe key, if any
 
 
+@dataclass(frozen=True)
+class RawMail:
+    """One received mail as it arrived, before anything is made of it."""
+
+    raw: bytes
+    envelope_from: str | None = None
+    envelope_to: Sequence[str] = ()
+    message_id: str | None = None  # from the header block, found cheaply by the edge
+
+
+AfterStore = Callable[[AsyncSession], Awaitable[None]]
+
+
 async def store_raw(
     desk: Desk,
     raw: bytes,
@@ -35,23 +49,51 @@ async def store_raw(
     envelope_to: Sequence[str] = (),
     message_id: str | None = None,
 ) -> StoredMail:
-    """One INSERT, committed. Processing happens later, from the stored row.
+    """One INSERT, committed. Processing happens later, from the stored row."""
+    mail = RawMail(raw, envelope_from, envelope_to, message_id)
+    return (await store_raw_many(desk, [mail], source=source, mailbox=mailbox))[0]
+
+
+async def store_raw_many(desk: Desk, mails: Sequence[RawMail], *, source: str, mailbox: str = "",
+                         then: AfterStore | None = None) -> list[StoredMail]:
+    """Store several mails in one committed transaction (an IMAP fetch batch), in order.
+
+    `then` runs in the same transaction, so whatever it records (the IMAP position after these
+    mails) is committed together with them or not at all.
 
     The dedupe key is the Message-ID, or the sha256 of the raw bytes when there is none, so a
     re-fetch after a crash or a provider's double delivery can be recognised in processing.
     """
-    digest = hashlib.sha256(raw).hexdigest()
-    key = (message_id or "").strip().strip("<>").lower()[:900] or f"sha256:{digest}"
+    if not mails:
+        return []
+    now = desk.clock()
+    rows: list[dict[str, Any]] = []
+    for mail in mails:
+        digest = hashlib.sha256(mail.raw).hexdigest()
+        key = (mail.message_id or "").strip().strip("<>").lower()[:900] or f"sha256:{digest}"
+        rows.append({"source": source, "mailbox": mailbox, "envelope_from": mail.envelope_from,
+                     "envelope_to": list(mail.envelope_to), "raw": mail.raw, "sha256": digest,
+                     "dedupe_key": key, "status": InboundStatus.RECEIVED, "received_at": now})
     async with desk.db.transaction() as session:
-        earlier = await session.scalar(
-            select(InboundMail.id).where(InboundMail.dedupe_key == key, InboundMail.mailbox == mailbox)
-            .order_by(InboundMail.id).limit(1))
-        row = InboundMail(source=source, mailbox=mailbox, envelope_from=envelope_from,
-                          envelope_to=list(envelope_to), raw=raw, sha256=digest, dedupe_key=key,
-                          status=InboundStatus.RECEIVED, received_at=desk.clock())
-        session.add(row)
-        await session.flush()
-        return StoredMail(row.id, earlier)
+        keys = sorted({row["dedupe_key"] for row in rows})
+        found = await session.execute(_EARLIEST_BY_KEY, {"mailbox": mailbox, "keys": keys})
+        earliest: dict[str, int] = {key: mail_id for key, mail_id in found}
+        ids = (await session.scalars(_INSERT_INBOUND, rows)).all()
+        if then is not None:
+            await then(session)
+    stored: list[StoredMail] = []
+    for row, mail_id in zip(rows, ids, strict=True):
+        key = row["dedupe_key"]
+        stored.append(StoredMail(mail_id, earliest.get(key)))
+        earliest.setdefault(key, mail_id)  # a second copy within this batch
+    return stored
+
+
+_EARLIEST_BY_KEY = (select(InboundMail.dedupe_key, func.min(InboundMail.id))
+                    .where(InboundMail.mailbox == bindparam("mailbox"),
+                           InboundMail.dedupe_key.in_(bindparam("keys", expanding=True)))
+                    .group_by(InboundMail.dedupe_key))
+_INSERT_INBOUND = insert(InboundMail).returning(InboundMail.id, sort_by_parameter_order=True)
 
 
 async def pending_ids(desk: Desk, limit: int = 100) -> list[int]:
@@ -60,6 +102,16 @@ async def pending_ids(desk: Desk, limit: int = 100) -> list[int]:
         rows = await session.scalars(select(InboundMail.id).where(InboundMail.status == InboundStatus.RECEIVED)
                                      .order_by(InboundMail.id).limit(limit))
         return list(rows)
+
+
+async def received_rows(desk: Desk, mail_ids: Sequence[int]) -> list[InboundMail]:
+    """These stored mails, those still waiting for processing, oldest first."""
+    async with desk.db.read() as session:
+        return list(await session.scalars(_RECEIVED_IN, {"ids": list(mail_ids)}))
+
+
+_RECEIVED_IN = (select(InboundMail).where(InboundMail.id.in_(bindparam("ids", expanding=True)),
+                                          InboundMail.status == InboundStatus.RECEIVED).order_by(InboundMail.id))
 
 
 async def get(desk: Desk, mail_id: int) -> InboundMail:
@@ -115,7 +167,8 @@ class Claim:
     lock on the mail's dedupe key (so two copies of one mail are never processed side by side).
     The final status is written in that same transaction. A crashed process's connection dies,
     its locks go with it, and the row is simply "received" again for the next worker.
-    On SQLite `session` is None and the hold is a lease on the row (see _sqlite_lease).
+    On SQLite `session` is None and the hold is a lease on the row (see _sqlite_lease), except in
+    a batch (claim_many), where `session` is the batch's write transaction on both engines.
     """
 
     mail: InboundMail
@@ -141,6 +194,22 @@ async def claim(desk: Desk, mail_id: int) -> AsyncIterator[Claim | None]:
         yield Claim(row, session)
 
 
+# Free to take on SQLite: received, no live lease on it, and no live lease on another copy of the
+# same mail (PostgreSQL has the advisory lock for that). Built once: building a statement with an
+# aliased subquery costs more than running it.
+_sibling = aliased(InboundMail)
+_FREE_ON_SQLITE = and_(
+    InboundMail.status == InboundStatus.RECEIVED,
+    or_(InboundMail.claimed_until.is_(None), InboundMail.claimed_until < bindparam("now")),
+    ~exists().where(_sibling.dedupe_key == InboundMail.dedupe_key, _sibling.id != InboundMail.id,
+                    _sibling.status == InboundStatus.RECEIVED, _sibling.claimed_until >= bindparam("now")))
+_LEASE = (update(InboundMail).where(InboundMail.id == bindparam("mail_id"), _FREE_ON_SQLITE)
+          .values(claimed_until=bindparam("until")).returning(InboundMail)
+          .execution_options(synchronize_session=False))
+_RELEASE = (update(InboundMail).where(InboundMail.id == bindparam("mail_id")).values(claimed_until=None)
+            .execution_options(synchronize_session=False))
+
+
 @asynccontextmanager
 async def _sqlite_lease(desk: Desk, mail_id: int) -> AsyncIterator[InboundMail | None]:
     """SQLite has no row locks, and `supportbot ingest` (an MTA's pipe) may run beside `supportbot
@@ -148,24 +217,48 @@ async def _sqlite_lease(desk: Desk, mail_id: int) -> AsyncIterator[InboundMail |
     the check-and-set is atomic). A processor that dies leaves the lease to expire.
     """
     now = desk.clock()
-    # Nor while another copy of the same mail is in someone's hands (PostgreSQL: the advisory lock).
-    sibling = aliased(InboundMail)
-    copy_in_hand = exists().where(sibling.dedupe_key == InboundMail.dedupe_key, sibling.id != InboundMail.id,
-                                  sibling.status == InboundStatus.RECEIVED, sibling.claimed_until >= now)
     async with desk.db.transaction() as session:
-        row = (await session.scalars(
-            update(InboundMail).where(
-                InboundMail.id == mail_id, InboundMail.status == InboundStatus.RECEIVED,
-                or_(InboundMail.claimed_until.is_(None), InboundMail.claimed_until < now), ~copy_in_hand)
-            .values(claimed_until=now + SQLITE_CLAIM_LEASE).returning(InboundMail))).first()
+        row = (await session.scalars(_LEASE, {"mail_id": mail_id, "now": now,
+                                              "until": now + SQLITE_CLAIM_LEASE})).first()
     try:
         yield row
     except BaseException:
         if row is not None:  # not settled: let the next worker have it without waiting
             async with desk.db.transaction() as session:
-                await session.execute(update(InboundMail).where(InboundMail.id == mail_id)
-                                      .values(claimed_until=None))
+                await session.execute(_RELEASE, {"mail_id": mail_id})
         raise
+
+
+_FREE_IN = (select(InboundMail).where(InboundMail.id.in_(bindparam("ids", expanding=True)), _FREE_ON_SQLITE)
+            .order_by(InboundMail.id))
+_LOCK_IN = (select(InboundMail).where(InboundMail.id.in_(bindparam("ids", expanding=True)),
+                                      InboundMail.status == InboundStatus.RECEIVED)
+            .order_by(InboundMail.id).with_for_update(skip_locked=True, key_share=True))
+_TRY_KEY_LOCKS = text("SELECT k FROM unnest(CAST(:keys AS text[])) AS k "
+                      "WHERE pg_try_advisory_xact_lock(:c, hashtext(k))")
+
+
+@asynccontextmanager
+async def claim_many(desk: Desk, mail_ids: Sequence[int]) -> AsyncIterator[list[Claim]]:
+    """Hold several "received" mails, oldest first, in one write transaction that also takes what
+    becomes of them: the batch commits as a whole or not at all, and a crash leaves every one of
+    them "received". Mail someone else holds is left out.
+
+    On SQLite the transaction holds the database's write lock, which is the hold (a lease is only
+    needed by the one-by-one path, whose writes span several transactions). On PostgreSQL the rows
+    are locked as in claim(), and a mail whose dedupe key another worker holds is left out rather
+    than waited for.
+    """
+    async with desk.db.transaction() as session:
+        if desk.db.is_postgres:
+            rows = list(await session.scalars(_LOCK_IN, {"ids": list(mail_ids)}))
+            keys = sorted({row.dedupe_key for row in rows})
+            locked = set(await session.scalars(_TRY_KEY_LOCKS, {"keys": keys, "c": _DEDUPE_LOCK_CLASS})) \
+                if keys else set()
+            rows = [row for row in rows if row.dedupe_key in locked]
+        else:
+            rows = list(await session.scalars(_FREE_IN, {"ids": list(mail_ids), "now": desk.clock()}))
+        yield [Claim(row, session) for row in rows]
 
 
 @asynccontextmanager
@@ -195,22 +288,25 @@ async def find_earlier_copy(session: AsyncSession, mail: InboundMail) -> Earlier
     committed by the ticket service, so a replay after a crash finds it even though the stored
     row still says "received".
     """
-    found = (await session.execute(
-        select(InboundMail.id, Ticket.id, Ticket.number)
-        .join(Message, Message.inbound_mail_id == InboundMail.id)
-        .join(Ticket, Ticket.id == Message.ticket_id)
-        .where(InboundMail.dedupe_key == mail.dedupe_key).order_by(Message.id).limit(1))).first()
+    found = (await session.execute(_COPY_WITH_MESSAGE, {"key": mail.dedupe_key})).first()
     if found is not None:
         return EarlierCopy(int(found[0]), int(found[1]), int(found[2]))
-    settled = (await session.execute(
-        select(InboundMail.id, InboundMail.ticket_id)
-        .where(InboundMail.dedupe_key == mail.dedupe_key, InboundMail.id != mail.id,
-               InboundMail.status.in_([InboundStatus.PROCESSED, InboundStatus.HELD]))
-        .order_by(InboundMail.id).limit(1))).first()
+    settled = (await session.execute(_SETTLED_COPY, {"key": mail.dedupe_key, "mail_id": mail.id})).first()
     if settled is None:
         return None
-    number = await session.scalar(select(Ticket.number).where(Ticket.id == settled[1])) if settled[1] else None
+    number = await session.scalar(_NUMBER_OF, {"ticket_id": settled[1]}) if settled[1] else None
     return EarlierCopy(int(settled[0]), settled[1], number)
+
+
+_COPY_WITH_MESSAGE = (select(InboundMail.id, Ticket.id, Ticket.number)
+                      .join(Message, Message.inbound_mail_id == InboundMail.id)
+                      .join(Ticket, Ticket.id == Message.ticket_id)
+                      .where(InboundMail.dedupe_key == bindparam("key")).order_by(Message.id).limit(1))
+_SETTLED_COPY = (select(InboundMail.id, InboundMail.ticket_id)
+                 .where(InboundMail.dedupe_key == bindparam("key"), InboundMail.id != bindparam("mail_id"),
+                        InboundMail.status.in_([InboundStatus.PROCESSED, InboundStatus.HELD]))
+                 .order_by(InboundMail.id).limit(1))
+_NUMBER_OF = select(Ticket.number).where(Ticket.id == bindparam("ticket_id"))
 
 
 @asynccontextmanager
@@ -226,8 +322,13 @@ async def reader(desk: Desk, held: Claim | None) -> AsyncIterator[AsyncSession]:
 async def mark_processed(desk: Desk, mail_id: int, *, ticket_id: int | None, reason: str | None = None,
                          held: Claim | None = None) -> None:
     async with _writer(desk, held) as session:
-        await session.execute(update(InboundMail).where(InboundMail.id == mail_id).values(
-            status=InboundStatus.PROCESSED, ticket_id=ticket_id, reason=reason, processed_at=desk.clock()))
+        await session.execute(_MARK_PROCESSED, {"mail_id": mail_id, "to_ticket": ticket_id, "why": reason,
+                                                "at": desk.clock()})
+
+
+_MARK_PROCESSED = update(InboundMail).where(InboundMail.id == bindparam("mail_id")).values(
+    status=InboundStatus.PROCESSED, ticket_id=bindparam("to_ticket"), reason=bindparam("why"),
+    processed_at=bindparam("at")).execution_options(synchronize_session=False)
 
 
 async def hold(desk: Desk, mail_id: int, reason: str, *, rule: str, held: Claim | None = None) -> None:

@@ -134,7 +134,7 @@ class InboundMail(Base):
     raw: Mapped[bytes] = mapped_column(LargeBinary)
     sha256: Mapped[str] = mapped_column(String(64))
     # Message-ID, or sha256 of the raw bytes when there is none: the duplicate key.
-    dedupe_key: Mapped[str] = mapped_column(String(998), index=True)
+    dedupe_key: Mapped[str] = mapped_column(String(998))  # indexed with status: core/inbound_models.py
     status: Mapped[InboundStatus] = mapped_column(enum_column(InboundStatus), default=InboundStatus.RECEIVED, index=True)
     reason: Mapped[str | None] = mapped_column(Text)
     ticket_id: Mapped[int | None] = mapped_column(ForeignKey("tickets.id"))

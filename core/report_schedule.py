@@ -77,8 +77,8 @@ async def claim(desk: Desk, kind: str, day: date) -> bool:
     """Take the job of sending this day's report; False when sent already or another process has it."""
     now = desk.clock()
     async with desk.db.transaction() as session:
-        await session.execute(insert_ignore(session, ReportRun, {
-            "kind": kind, "day": day, "status": FAILED, "attempts": 0, "claimed_at": now}, ["kind", "day"]))
+        await insert_ignore(session, ReportRun, {
+            "kind": kind, "day": day, "status": FAILED, "attempts": 0, "claimed_at": now}, ["kind", "day"])
         run = await session.scalar(select(ReportRun).where(ReportRun.kind == kind, ReportRun.day == day)
                                    .with_for_update())
         assert run is not None
@@ -95,8 +95,8 @@ async def mark_sent(desk: Desk, kind: str, day: date) -> None:
 
 async def record_sent(session: AsyncSession, kind: str, day: date, now: datetime) -> None:
     """In the caller's transaction, so queueing the mail and marking the day sent are one commit."""
-    await session.execute(insert_ignore(session, ReportRun, {
-        "kind": kind, "day": day, "status": SENT, "attempts": 1, "claimed_at": now}, ["kind", "day"]))
+    await insert_ignore(session, ReportRun, {
+        "kind": kind, "day": day, "status": SENT, "attempts": 1, "claimed_at": now}, ["kind", "day"])
     run = await session.get(ReportRun, (kind, day), with_for_update=True)
     assert run is not None
     run.status, run.sent_at, run.last_error = SENT, now, None

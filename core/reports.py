@@ -302,7 +302,7 @@ async def _store_days(desk: Desk, days: list[ReportDay]) -> None:
         for day in days:
             values = {c: getattr(day, c) for c in ("timezone", "day", "opened", "reopened", "resolved", "closed",
                                                    "backlog_delta", "computed_at")}
-            await session.execute(insert_ignore(session, ReportDay, values, ["timezone", "day"]))
+            await insert_ignore(session, ReportDay, values, ["timezone", "day"])
 
 
 def _replay(days: list[date], counts: dict[int, DayCounts], deltas: dict[int, int],

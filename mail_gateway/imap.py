@@ -19,16 +19,17 @@ from typing import Any, Literal, Protocol, TypeVar
 
 from imapclient import IMAPClient, SocketTimeout
 from imapclient.exceptions import LoginError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.desk import Desk
-from core.imap_models import ImapPosition, load_position, save_position
+from core.imap_models import ImapPosition, load_position, save_position, save_position_in
 from core.inbound import StoredMail
-from mail_gateway.store import store_received
+from mail_gateway.store import store_received_many
 
 log = logging.getLogger("mail_gateway.imap")
 
 T = TypeVar("T")
-StoreRaw = Callable[..., Awaitable[StoredMail]]
+StoreMany = Callable[..., Awaitable[list[StoredMail]]]  # store_received_many's shape
 
 BACKOFF_START_SECONDS = 1.0
 # A blocking call may take this much longer than its socket timeout before we cut the connection.
@@ -116,6 +117,9 @@ class ImapConnection:
 
     def uids_up_to(self, last: int) -> list[int]:
         return sorted(uid for uid in self._client.search(["UID", f"1:{last}"]) if uid <= last) if last else []
+
+    def unseen_up_to(self, last: int) -> list[int]:
+        return sorted(uid for uid in self._client.search(["UNSEEN", "UID", f"1:{last}"]) if uid <= last)
 
     def sizes(self, uids: Sequence[int]) -> dict[int, int]:
         sizes: dict[int, int] = {}
@@ -257,7 +261,7 @@ class ImapSource:
     """Reads one mailbox forever: IDLE (or polling), reconnecting with backoff; a Part of `run`."""
 
     def __init__(self, desk: Desk, config: MailboxSettings, *,
-                 on_stored: Callable[[], None] | None = None, store: StoreRaw = store_received) -> None:
+                 on_stored: Callable[[], None] | None = None, store: StoreMany = store_received_many) -> None:
         self.desk = desk
         self.config = config
         self.name = f"IMAP mailbox {config.name}"
@@ -350,14 +354,20 @@ class ImapSource:
         return position
 
     async def _tidy(self, position: ImapPosition) -> None:
-        """Move mail that was stored but not moved when the last connection ended."""
-        if self.config.processed_folder and position.last_uid:
+        """Finish what the last connection left: mail stored (with the position) but not yet flagged
+        \\Seen or moved, because the connection or the process ended in between."""
+        if not position.last_uid:
+            return
+        if self.config.processed_folder:
             leftovers = await self._call(self._conn.uids_up_to, position.last_uid)
-            if leftovers:
-                await self._call(self._conn.acknowledge, leftovers)
+        else:
+            leftovers = await self._call(self._conn.unseen_up_to, position.last_uid)
+        if leftovers:
+            await self._call(self._conn.acknowledge, leftovers)
 
     async def _drain(self, position: ImapPosition) -> ImapPosition:
-        """Store every mail after the saved UID, batch by batch: commit, save position, then flag."""
+        """Store every mail after the saved UID, batch by batch: each batch and the position after
+        it in one commit, and only then flag (or move) them on the server."""
         uids = await self._call(self._conn.new_uids, position.last_uid)
         if not uids:
             return position
@@ -366,26 +376,21 @@ class ImapSource:
             if self._stopping.is_set():
                 break
             fetched = await self._call(self._conn.fetch, batch)
-            stored: list[int] = []
-            try:
-                for uid in batch:
-                    raw = fetched.get(uid)
-                    if raw is not None:  # None: expunged by someone else meanwhile
-                        await self._store_one(uid, raw)
-                        stored.append(uid)
-                    position = ImapPosition(position.uidvalidity, uid)
-            finally:
-                await save_position(self.desk.db, self.config.name, self.config.folder, position,
-                                    self.desk.clock())
-                await self._call(self._conn.acknowledge, stored)
-        return position
+            present = [uid for uid in batch if uid in fetched]  # the others were expunged meanwhile
+            after = ImapPosition(position.uidvalidity, batch[-1])
 
-    async def _store_one(self, uid: int, raw: bytes) -> None:
-        stored = await self._store(self.desk, raw, source=f"imap:{self.config.name}", mailbox=self.config.name)
-        self.stored_count += 1
-        log.debug("%s: stored uid %d as inbound mail %d", self.name, uid, stored.id)
-        if self._on_stored is not None:
-            self._on_stored()
+            async def save(session: AsyncSession, after: ImapPosition = after) -> None:
+                await save_position_in(session, self.config.name, self.config.folder, after, self.desk.clock())
+
+            stored = await self._store(self.desk, [fetched[uid] for uid in present],
+                                       source=f"imap:{self.config.name}", mailbox=self.config.name, then=save)
+            position = after
+            self.stored_count += len(stored)
+            log.debug("%s: stored uids %d-%d as %d inbound mails", self.name, batch[0], batch[-1], len(stored))
+            if stored and self._on_stored is not None:
+                self._on_stored()
+            await self._call(self._conn.acknowledge, present)
+        return position
 
     async def _idle(self) -> None:
         self.state = "idle"

@@ -4,13 +4,24 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
 from core.desk import Desk
 from core.errors import UserError
-from core.inbound import Claim, claim, hold, mark_processed, quarantine, reader, record_bounce
+from core.inbound import (
+    Claim,
+    claim,
+    claim_many,
+    hold,
+    mark_processed,
+    quarantine,
+    reader,
+    received_rows,
+    record_bounce,
+)
 from core.models import InboundMail
 from core.services import ContactRef, MailContent, NewAttachment, add_customer_message, open_ticket
 from mail_gateway.inbound_context import InboundContext
@@ -78,6 +89,45 @@ async def process_stored(desk: Desk, mail_id: int, ctx: InboundContext) -> Outco
         return Outcome(mail_id, Kind.QUARANTINED, detail=broken.reason)
 
 
+async def process_batch(desk: Desk, mail_ids: Sequence[int], ctx: InboundContext) -> list[Outcome]:
+    """Several stored mails, oldest first, in one transaction: what the worker does with a backlog.
+
+    Each mail goes through the same steps as in process_stored, but the claim, the ticket
+    service's writes and the row's final status share one transaction, so a backlog costs one
+    commit per batch rather than several per mail. Mail is parsed before the transaction (parsing
+    is the slow part, and SQLite's write lock is held for the transaction). If anything fails
+    inside, the whole batch is rolled back and each mail goes through process_stored on its own,
+    which quarantines the one that fails and keeps the others.
+    """
+    rows = await received_rows(desk, mail_ids)
+    parsed: dict[int, ParsedMail | Exception] = {}
+    for row in rows:
+        try:
+            parsed[row.id] = await _parse(row.raw, ctx)
+        except Exception as e:  # quarantined inside the batch, with the reason
+            parsed[row.id] = e
+    outcomes: dict[int, Outcome] = {}
+    try:
+        async with claim_many(desk, [row.id for row in rows]) as claims:
+            for held in claims:
+                outcomes[held.mail.id] = await _process_parsed(desk, held, ctx, parsed[held.mail.id])
+    except Exception as e:
+        log.warning("a batch of %d mails was rolled back (%s); processing them one by one",
+                    len(mail_ids), describe_error(e))
+        return [await process_stored(desk, mail_id, ctx) for mail_id in mail_ids]
+    skipped = Outcome(0, Kind.SKIPPED, detail="not waiting for processing")
+    return [outcomes.get(mail_id, replace(skipped, mail_id=mail_id)) for mail_id in mail_ids]
+
+
+async def _process_parsed(desk: Desk, held: Claim, ctx: InboundContext, parsed: ParsedMail | Exception) -> Outcome:
+    if isinstance(parsed, Exception):
+        reason = describe_error(parsed)
+        log.info("mail %d quarantined: %s", held.mail.id, reason)
+        await quarantine(desk, held.mail.id, reason, held=held)
+        return Outcome(held.mail.id, Kind.QUARANTINED, detail=reason)
+    return await _process(desk, held, ctx, parsed)
+
+
 class _ClaimBroken(Exception):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
@@ -103,9 +153,9 @@ async def _guarded(desk: Desk, held: Claim, ctx: InboundContext) -> Outcome:
         return Outcome(mail_id, Kind.QUARANTINED, detail=reason)
 
 
-async def _process(desk: Desk, held: Claim, ctx: InboundContext) -> Outcome:
+async def _process(desk: Desk, held: Claim, ctx: InboundContext, parsed: ParsedMail | None = None) -> Outcome:
     stored = held.mail
-    mail = await _parse(stored.raw, ctx)
+    mail = parsed if parsed is not None else await _parse(stored.raw, ctx)
     sender = _sender(mail, stored)
     async with reader(desk, held) as session:  # all the deciding reads in one session
         match = await match_thread(session, desk, stored, mail, ctx, sender=sender)
@@ -117,25 +167,30 @@ async def _process(desk: Desk, held: Claim, ctx: InboundContext) -> Outcome:
         return await _settle_duplicate(desk, held, match)
     if decision.stop is not None:
         return await _settle_stopped(desk, held, mail, decision)
-    if sender is None:
-        raise UserError("the mail has no usable sender address (From, Return-Path or envelope sender)")
-    # Idempotency: the ticket service commits in its own transaction, and the row is marked after
-    # it. A crash in between leaves the row "received" with a message carrying inbound_mail_id;
-    # the replay then finds that message in match_thread (DUPLICATE of itself) and only settles
-    # the row. So a replay is harmless, rather than the two writes being one transaction.
+    if sender is None:  # settled here, not raised: in a batch an exception would undo the others
+        reason = "UserError: the mail has no usable sender address (From, Return-Path or envelope sender)"
+        log.info("mail %d quarantined: %s", stored.id, reason)
+        await quarantine(desk, stored.id, reason, held=held)
+        return Outcome(stored.id, Kind.QUARANTINED, detail=reason)
+    # Idempotency: with a claim's transaction (PostgreSQL, or a batch) the ticket service writes
+    # in it and the row is marked in it: all or nothing. Without one (SQLite, one by one) the
+    # service commits first and the row is marked after; a crash in between leaves the row
+    # "received" with a message carrying inbound_mail_id, which the replay finds in match_thread
+    # (DUPLICATE of itself), so it only settles the row.
     content = _content(mail, stored, machine=decision.is_machine)
     author = ContactRef(sender, mail.from_.name if mail.from_ else "")
     cc = _cc(mail, ctx, sender)
     why = decision.machine.reason if decision.machine else ""
     if match.ticket_number is not None:
-        change = await add_customer_message(desk, match.ticket_number, author, content, cc=cc)
+        change = await add_customer_message(desk, match.ticket_number, author, content, cc=cc,
+                                            session=held.session)
         why = "; ".join(filter(None, [f"matched by {match.via}" + (f" ({match.detail})" if match.detail else ""),
                                       why]))
     else:
         recipients = [a.email for a in [*mail.to, *mail.cc] if a.email] + list(stored.envelope_to)
         routed = route(ctx, recipients, mail.subject or "", mail.text or "")
         change = await open_ticket(desk, author, content, cc=cc, category=routed.category,
-                                   priority=routed.priority)
+                                   priority=routed.priority, session=held.session)
         why = "; ".join(filter(None, [routed.why, why]))
     kind = Kind.OPENED if change.created else Kind.ADDED
     await mark_processed(desk, stored.id, ticket_id=change.ticket.id, reason=why[:2000] or None, held=held)

@@ -6,7 +6,7 @@ import re
 from collections.abc import Sequence
 
 from core.desk import Desk
-from core.inbound import StoredMail, store_raw
+from core.inbound import AfterStore, RawMail, StoredMail, store_raw, store_raw_many
 
 _HEADER_END = re.compile(rb"\r?\n\r?\n")
 _MESSAGE_ID = re.compile(rb"^message-id:[ \t]*(?:\r?\n[ \t]+)*<([^<>\s]{1,900})>", re.IGNORECASE | re.MULTILINE)
@@ -25,3 +25,10 @@ async def store_received(desk: Desk, raw: bytes, *, source: str, mailbox: str = 
                          envelope_from: str | None = None, envelope_to: Sequence[str] = ()) -> StoredMail:
     return await store_raw(desk, raw, source=source, mailbox=mailbox, envelope_from=envelope_from,
                            envelope_to=envelope_to, message_id=message_id_of(raw))
+
+
+async def store_received_many(desk: Desk, raws: Sequence[bytes], *, source: str, mailbox: str = "",
+                              then: AfterStore | None = None) -> list[StoredMail]:
+    """A batch in one transaction; `then` adds to it (the IMAP position), see core.inbound.store_raw_many."""
+    mails = [RawMail(raw, message_id=message_id_of(raw)) for raw in raws]
+    return await store_raw_many(desk, mails, source=source, mailbox=mailbox, then=then)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.desk import Desk
@@ -93,15 +93,12 @@ async def _by_known_message_id(session: AsyncSession, referenced: Sequence[str])
     forms = _id_forms(referenced)
     if not forms:
         return None
-    ticket_id = await session.scalar(
-        select(Message.ticket_id).where(Message.message_id.in_(forms)).order_by(Message.id.desc()).limit(1))
+    ticket_id = await session.scalar(_BY_MESSAGE_ID, {"forms": forms})
     if ticket_id is None:
-        ticket_id = await session.scalar(
-            select(OutboxMail.ticket_id).where(OutboxMail.rfc822_message_id.in_(forms),
-                                               OutboxMail.ticket_id.is_not(None)).limit(1))
+        ticket_id = await session.scalar(_BY_OUTBOX_ID, {"forms": forms})
     if ticket_id is None:
         return None
-    number = await session.scalar(select(Ticket.number).where(Ticket.id == ticket_id))
+    number = await session.scalar(_NUMBER_OF, {"ticket_id": ticket_id})
     return await _live_number(session, number) if number is not None else None
 
 
@@ -123,14 +120,23 @@ async def _by_subject_tag(session: AsyncSession, desk: Desk, subject: str, sende
 async def _live_number(session: AsyncSession, number: int) -> int | None:
     """The ticket number mail should go to, following merges; None if there is no such ticket."""
     for _ in range(MAX_MERGE_HOPS):
-        row = (await session.execute(
-            select(Ticket.merged_into_id).where(Ticket.number == number))).first()
+        row = (await session.execute(_MERGED_INTO, {"number": number})).first()
         if row is None:
             return None
         if row[0] is None:
             return number
-        target = await session.scalar(select(Ticket.number).where(Ticket.id == row[0]))
+        target = await session.scalar(_NUMBER_OF, {"ticket_id": row[0]})
         if target is None:
             return None
         number = target
     return None
+
+
+# Built once: building a statement costs more than running it, and these run for most inbound mail.
+_BY_MESSAGE_ID = (select(Message.ticket_id).where(Message.message_id.in_(bindparam("forms", expanding=True)))
+                  .order_by(Message.id.desc()).limit(1))
+_BY_OUTBOX_ID = (select(OutboxMail.ticket_id)
+                 .where(OutboxMail.rfc822_message_id.in_(bindparam("forms", expanding=True)),
+                        OutboxMail.ticket_id.is_not(None)).limit(1))
+_NUMBER_OF = select(Ticket.number).where(Ticket.id == bindparam("ticket_id"))
+_MERGED_INTO = select(Ticket.merged_into_id).where(Ticket.number == bindparam("number"))

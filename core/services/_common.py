@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import case, select, update
+from sqlalchemy import bindparam, case, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.enums import ParticipantRole, StaffRole
@@ -50,6 +51,16 @@ class NewAttachment:
     size: int | None = None  # the real size, when held back
 
 
+@asynccontextmanager
+async def within(desk: Desk, session: AsyncSession | None) -> AsyncIterator[AsyncSession]:
+    """The caller's transaction when it passes one (a batch of inbound mail), else a new one."""
+    if session is not None:
+        yield session
+    else:
+        async with desk.db.transaction() as own:
+            yield own
+
+
 def normalize_email(email: str) -> str:
     email = email.strip().lower()
     if "@" not in email or any(c in email for c in "\r\n\t <>") or len(email) > 320:
@@ -58,16 +69,18 @@ def normalize_email(email: str) -> str:
 
 
 async def next_ticket_number(session: AsyncSession, first: int) -> int:
-    await session.execute(insert_ignore(session, Counter, {"name": TICKET_COUNTER, "value": 0}, ["name"]))
-    bumped = Counter.value + 1
-    number = await session.scalar(
-        update(Counter)
-        .where(Counter.name == TICKET_COUNTER)
-        .values(value=case((bumped < first, first), else_=bumped))
-        .returning(Counter.value)
-    )
+    await insert_ignore(session, Counter, {"name": TICKET_COUNTER, "value": 0}, ["name"])
+    number = await session.scalar(_BUMP_COUNTER, {"counter": TICKET_COUNTER, "first": first})
     assert number is not None
     return int(number)
+
+
+_bumped = Counter.value + 1
+# Built once (as the other statements on the path of every inbound mail): building costs more than running.
+_BUMP_COUNTER = (update(Counter).where(Counter.name == bindparam("counter"))
+                 .values(value=case((_bumped < bindparam("first"), bindparam("first")), else_=_bumped))
+                 .returning(Counter.value).execution_options(synchronize_session=False))
+_CONTACT_BY_EMAIL = select(Contact).where(Contact.email == bindparam("email"))
 
 
 async def ticket_for_update(session: AsyncSession, number: int) -> Ticket:
@@ -89,11 +102,9 @@ async def ticket_for_update(session: AsyncSession, number: int) -> Ticket:
 async def ensure_contact(session: AsyncSession, ref: ContactRef, now: datetime) -> Contact:
     email = normalize_email(ref.email)
     name = _clean_name(ref.name)
-    await session.execute(
-        insert_ignore(session, Contact, {"email": email, "name": name, "blocked": False, "created_at": now},
-                      ["email"])
-    )
-    contact = await session.scalar(select(Contact).where(Contact.email == email))
+    await insert_ignore(session, Contact, {"email": email, "name": name, "blocked": False, "created_at": now},
+                        ["email"])
+    contact = await session.scalar(_CONTACT_BY_EMAIL, {"email": email})
     assert contact is not None
     if name and not contact.name:
         contact.name = name
@@ -124,11 +135,9 @@ async def ensure_staff(session: AsyncSession, ref: StaffRef, now: datetime) -> S
 async def add_participant(session: AsyncSession, ticket: Ticket, contact: Contact,
                           role: ParticipantRole) -> bool:
     """Returns True when the contact was not a participant before."""
-    result = await session.execute(
-        insert_ignore(session, Participant,
-                      {"ticket_id": ticket.id, "contact_id": contact.id, "role": role.value},
-                      ["ticket_id", "contact_id"])
-    )
+    result = await insert_ignore(session, Participant,
+                                 {"ticket_id": ticket.id, "contact_id": contact.id, "role": role.value},
+                                 ["ticket_id", "contact_id"])
     return rows_affected(result) > 0
 
 

@@ -37,12 +37,10 @@ async def merge(desk: Desk, source_number: int, target_number: int, actor: Staff
                               .values(ticket_id=target.id))
         for contact_id, role in (await session.execute(
                 select(Participant.contact_id, Participant.role).where(Participant.ticket_id == source.id))):
-            await session.execute(insert_ignore(
-                session, Participant, {"ticket_id": target.id, "contact_id": contact_id, "role": "cc"},
-                ["ticket_id", "contact_id"]))
+            await insert_ignore(session, Participant, {"ticket_id": target.id, "contact_id": contact_id,
+                                                       "role": "cc"}, ["ticket_id", "contact_id"])
         for tag in (await session.scalars(select(TicketTag.tag).where(TicketTag.ticket_id == source.id))):
-            await session.execute(insert_ignore(session, TicketTag, {"ticket_id": target.id, "tag": tag},
-                                                ["ticket_id", "tag"]))
+            await insert_ignore(session, TicketTag, {"ticket_id": target.id, "tag": tag}, ["ticket_id", "tag"])
         if target.first_response_at is None and source.first_response_at is not None:
             target.first_response_at = source.first_response_at
 

@@ -25,6 +25,7 @@ from core.services._common import (
     record,
     store_attachments,
     ticket_for_update,
+    within,
 )
 
 MAX_SUBJECT = 998
@@ -63,23 +64,27 @@ async def open_ticket(
     category: str | None = None,
     priority: Priority | None = None,
     tags: Sequence[str] = (),
+    session: AsyncSession | None = None,
 ) -> TicketChange:
-    async with desk.db.transaction() as session:
+    """A new ticket from a customer's mail; in the caller's transaction when `session` is given."""
+    async with within(desk, session) as session:
         contact = await ensure_contact(session, requester, desk.clock())
         return await _open(desk, session, contact, content, cc=cc, category=category,
                            priority=priority, tags=tags)
 
 
 async def add_customer_message(
-    desk: Desk, number: int, author: ContactRef, content: MailContent, *, cc: Sequence[ContactRef] = ()
+    desk: Desk, number: int, author: ContactRef, content: MailContent, *, cc: Sequence[ContactRef] = (),
+    session: AsyncSession | None = None,
 ) -> TicketChange:
     """A customer wrote to an existing ticket; reopens it, or opens a follow-up if closed long ago.
 
     Deciding whether this author may write to this ticket is the threading step's job, not ours.
-    Machine mail (auto-replies) is stored but never changes the ticket's status.
+    Machine mail (auto-replies) is stored but never changes the ticket's status. In the caller's
+    transaction when `session` is given.
     """
     now = desk.clock()
-    async with desk.db.transaction() as session:
+    async with within(desk, session) as session:
         ticket = await ticket_for_update(session, number)
         contact = await ensure_contact(session, author, now)
         if (ticket.status == Status.CLOSED and not content.is_machine and ticket.closed_at is not None

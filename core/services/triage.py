@@ -150,8 +150,7 @@ def normalize_tags(desk: Desk, tags: Sequence[str]) -> list[str]:
 async def add_tags(session: AsyncSession, ticket: Ticket, tags: Sequence[str]) -> list[str]:
     added = []
     for value in tags:
-        result = await session.execute(
-            insert_ignore(session, TicketTag, {"ticket_id": ticket.id, "tag": value}, ["ticket_id", "tag"]))
+        result = await insert_ignore(session, TicketTag, {"ticket_id": ticket.id, "tag": value}, ["ticket_id", "tag"])
         if rows_affected(result):
             added.append(value)
     return added
