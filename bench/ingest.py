@@ -36,7 +36,7 @@ from core.models import InboundMail, Ticket
 from mail_gateway.imap import ImapSource
 from mail_gateway.inbound_context import InboundContext
 from mail_gateway.processing import process_stored
-from mail_gateway.store import message_id_of, store_received
+from mail_gateway.store import message_id_of, store_received_many
 from mail_gateway.tokens import Signer
 from mail_gateway.worker import InboundWorker
 from supportbot.config import ImapMailboxConfig
@@ -204,7 +204,8 @@ class Run:
     load: float = 0.0  # the machine's 1-minute load average at the end (2 cores here)
 
 
-PROCESSING_STEPS = ("_parse", "match_thread", "evaluate", "open_ticket", "add_customer_message", "mark_processed")
+PROCESSING_STEPS = ("_parse", "match_thread", "evaluate", "open_ticket", "add_customer_message", "mark_processed",
+                    "claim_many", "received_rows")
 
 
 def instrument(spent: dict[str, float]) -> None:
@@ -239,7 +240,7 @@ async def run_gateway(desk: Desk, server: Dovecot, n: int, spent: dict[str, floa
             done.set()
 
     worker = InboundWorker(desk, context(), poll_seconds=1.0, on_outcome=on_outcome)
-    store = store_received if spent is None else _timed(store_received, "store (IMAP side)", spent)
+    store = store_received_many if spent is None else _timed(store_received_many, "store (IMAP side)", spent)
     source = ImapSource(desk, mailbox(server), on_stored=worker.wake, store=store)
     all_stored: float | None = None
     started, cpu = time.perf_counter(), time.process_time()

@@ -173,6 +173,8 @@ class Claim:
 
     mail: InboundMail
     session: AsyncSession | None = None
+    in_batch: bool = False  # writes wait for the batch's commit (no flush after each)
+    alone: bool = False  # known to have no other stored copy and no message made from it yet
 
 
 @asynccontextmanager
@@ -258,7 +260,19 @@ async def claim_many(desk: Desk, mail_ids: Sequence[int]) -> AsyncIterator[list[
             rows = [row for row in rows if row.dedupe_key in locked]
         else:
             rows = list(await session.scalars(_FREE_IN, {"ids": list(mail_ids), "now": desk.clock()}))
-        yield [Claim(row, session) for row in rows]
+        # Two questions for the whole batch instead of find_earlier_copy's two per mail: which keys
+        # were stored more than once, and which of these mails already made a message.
+        shared = set(await session.scalars(_KEYS_STORED_TWICE, {"keys": sorted({r.dedupe_key for r in rows})})) \
+            if rows else set()
+        made = set(await session.scalars(_MADE_A_MESSAGE, {"ids": [r.id for r in rows]})) if rows else set()
+        yield [Claim(row, session, in_batch=True, alone=row.dedupe_key not in shared and row.id not in made)
+               for row in rows]
+
+
+_KEYS_STORED_TWICE = (select(InboundMail.dedupe_key)
+                      .where(InboundMail.dedupe_key.in_(bindparam("keys", expanding=True)))
+                      .group_by(InboundMail.dedupe_key).having(func.count() > 1))
+_MADE_A_MESSAGE = select(Message.inbound_mail_id).where(Message.inbound_mail_id.in_(bindparam("ids", expanding=True)))
 
 
 @asynccontextmanager
@@ -266,7 +280,8 @@ async def _writer(desk: Desk, held: Claim | None) -> AsyncIterator[AsyncSession]
     """The claim's own transaction when there is one (its row lock would block any other)."""
     if held is not None and held.session is not None:
         yield held.session
-        await held.session.flush()
+        if not held.in_batch:  # alone, a failure must surface here, where it can still be quarantined
+            await held.session.flush()
     else:
         async with desk.db.transaction() as session:
             yield session

@@ -158,7 +158,7 @@ async def _process(desk: Desk, held: Claim, ctx: InboundContext, parsed: ParsedM
     mail = parsed if parsed is not None else await _parse(stored.raw, ctx)
     sender = _sender(mail, stored)
     async with reader(desk, held) as session:  # all the deciding reads in one session
-        match = await match_thread(session, desk, stored, mail, ctx, sender=sender)
+        match = await match_thread(session, desk, stored, mail, ctx, sender=sender, alone=held.alone)
         decision = None
         if match.via != Via.DUPLICATE:
             decision = await evaluate(mail, RuleContext(desk, session, ctx, sender, stored.envelope_from,

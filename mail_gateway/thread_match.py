@@ -56,8 +56,9 @@ def _id_forms(ids: Iterable[str]) -> list[str]:
 
 
 async def match_thread(session: AsyncSession, desk: Desk, stored: InboundMail, mail: ParsedMail,
-                       settings: InboundContext, *, sender: str | None) -> ThreadMatch:
-    earlier = await find_earlier_copy(session, stored)
+                       settings: InboundContext, *, sender: str | None, alone: bool = False) -> ThreadMatch:
+    """`alone`: the caller knows this mail has no earlier copy (see core.inbound.claim_many)."""
+    earlier = None if alone else await find_earlier_copy(session, stored)
     if earlier is not None:
         return ThreadMatch(Via.DUPLICATE, earlier.ticket_number, earlier=earlier)
     referenced = [*mail.in_reply_to, *mail.references][-MAX_IDS_LOOKED_UP:]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -9,6 +10,8 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import bindparam, case, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.enums import ParticipantRole, StaffRole
@@ -16,7 +19,7 @@ from core.errors import NotFound, UserError
 from core.events import EventType, append_event
 from core.models import Attachment, AuditEntry, Contact, Counter, Message, Participant, Staff, Ticket
 from core.attachments import AttachmentStore
-from core.db import insert_ignore, rows_affected
+from core.db import dialect_of, insert_ignore, rows_affected
 from core.desk import Desk
 from core.enums import Status
 
@@ -69,8 +72,10 @@ def normalize_email(email: str) -> str:
 
 
 async def next_ticket_number(session: AsyncSession, first: int) -> int:
-    await insert_ignore(session, Counter, {"name": TICKET_COUNTER, "value": 0}, ["name"])
     number = await session.scalar(_BUMP_COUNTER, {"counter": TICKET_COUNTER, "first": first})
+    if number is None:  # the first ticket ever: make the counter row, then bump it
+        await insert_ignore(session, Counter, {"name": TICKET_COUNTER, "value": 0}, ["name"])
+        number = await session.scalar(_BUMP_COUNTER, {"counter": TICKET_COUNTER, "first": first})
     assert number is not None
     return int(number)
 
@@ -81,6 +86,13 @@ _BUMP_COUNTER = (update(Counter).where(Counter.name == bindparam("counter"))
                  .values(value=case((_bumped < bindparam("first"), bindparam("first")), else_=_bumped))
                  .returning(Counter.value).execution_options(synchronize_session=False))
 _CONTACT_BY_EMAIL = select(Contact).where(Contact.email == bindparam("email"))
+
+
+@functools.lru_cache(maxsize=2)
+def _insert_contact(dialect: str) -> Any:
+    """INSERT … ON CONFLICT DO NOTHING RETURNING the new Contact (nothing when it already existed)."""
+    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    return insert(Contact).on_conflict_do_nothing(index_elements=["email"]).returning(Contact)
 
 
 async def ticket_for_update(session: AsyncSession, number: int) -> Ticket:
@@ -102,9 +114,12 @@ async def ticket_for_update(session: AsyncSession, number: int) -> Ticket:
 async def ensure_contact(session: AsyncSession, ref: ContactRef, now: datetime) -> Contact:
     email = normalize_email(ref.email)
     name = _clean_name(ref.name)
-    await insert_ignore(session, Contact, {"email": email, "name": name, "blocked": False, "created_at": now},
-                        ["email"])
     contact = await session.scalar(_CONTACT_BY_EMAIL, {"email": email})
+    if contact is None:  # new: insert it, or (a concurrent writer was quicker) read theirs
+        contact = (await session.scalars(_insert_contact(dialect_of(session)), [
+            {"email": email, "name": name, "blocked": False, "created_at": now}])).first()
+        if contact is None:
+            contact = await session.scalar(_CONTACT_BY_EMAIL, {"email": email})
     assert contact is not None
     if name and not contact.name:
         contact.name = name
