@@ -1,0 +1,114 @@
+"""A backlog is processed in batches, one transaction each: same outcomes as one by one, all or nothing."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from core import inbound
+from core.desk import Desk
+from core.enums import InboundStatus
+from core.inbound import RawMail, store_raw_many
+from core.models import InboundMail, Message, Ticket
+from mail_gateway import processing
+from mail_gateway.processing import Kind, process_batch
+from mail_gateway.store import store_received, store_received_many
+from tests.mail import pipeline_support
+from tests.mail.pipeline_support import count, make_context, stored_row
+from tests.mail.test_processing import simple_mail
+
+desk = pipeline_support.desk
+sqlite_template = pipeline_support.sqlite_template
+postgres_template = pipeline_support.postgres_template
+
+ctx = make_context()
+
+
+def reply_to(message_id: str, sender: str, subject: str, *, own_id: str) -> bytes:
+    return simple_mail(sender, f"Re: {subject}", "Still broken.", message_id=own_id,
+                       extra=f"In-Reply-To: <{message_id}>\r\nReferences: <{message_id}>\r\n")
+
+
+async def test_one_batch_opens_threads_and_recognises_a_copy_like_one_by_one(desk: Desk) -> None:
+    original = simple_mail("ann@customer.test", "Printer jams", message_id="orig@customer.test")
+    raws = [original,
+            reply_to("orig@customer.test", "ann@customer.test", "Printer jams", own_id="re1@customer.test"),
+            original,  # the same mail delivered twice, both copies in one batch
+            simple_mail("bob@customer.test", "Login fails", message_id="other@customer.test")]
+    stored = await store_received_many(desk, raws, source="test")
+    assert [s.duplicate_of for s in stored] == [None, None, stored[0].id, None]
+
+    outcomes = await process_batch(desk, [s.id for s in stored], ctx)
+
+    assert [o.kind for o in outcomes] == [Kind.OPENED, Kind.ADDED, Kind.DUPLICATE, Kind.OPENED]
+    assert outcomes[1].ticket_number == outcomes[0].ticket_number == outcomes[2].ticket_number
+    assert outcomes[3].ticket_number == outcomes[0].ticket_number + 1
+    assert await count(desk, Ticket) == 2 and await count(desk, Message) == 3
+    rows = [await stored_row(desk, s.id) for s in stored]
+    assert all(r.status == InboundStatus.PROCESSED and r.ticket_id is not None for r in rows)
+
+
+async def test_a_failure_inside_a_batch_undoes_the_batch_and_each_mail_is_settled_alone(
+        desk: Desk, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    real_open = processing.open_ticket
+
+    async def open_unless_poison(desk_, requester, content, **kwargs):  # type: ignore[no-untyped-def]
+        if "poison" in content.subject:
+            raise RuntimeError("simulated bug in ticket creation")
+        return await real_open(desk_, requester, content, **kwargs)
+
+    monkeypatch.setattr(processing, "open_ticket", open_unless_poison)
+    subjects = ["first", "second", "poison pill", "fourth"]
+    ids = [(await store_received(desk, simple_mail(f"c{i}@customer.test", s), source="test")).id
+           for i, s in enumerate(subjects)]
+
+    with caplog.at_level(logging.WARNING, logger="mail_gateway.processing"):
+        outcomes = await process_batch(desk, ids, ctx)
+
+    assert "rolled back" in caplog.text
+    assert [o.kind for o in outcomes] == [Kind.OPENED, Kind.OPENED, Kind.QUARANTINED, Kind.OPENED]
+    # The two mails settled before the failure were undone with the batch and made once, not twice.
+    assert await count(desk, Ticket) == 3 and await count(desk, Message) == 3
+    assert (await stored_row(desk, ids[2])).reason == "RuntimeError: simulated bug in ticket creation"
+
+
+async def test_a_batch_leaves_out_mail_that_another_processor_holds(desk: Desk) -> None:
+    ids = [(await store_received(desk, simple_mail(f"h{i}@customer.test", f"Question {i}"), source="test")).id
+           for i in range(3)]
+    # Another worker is busy with the middle one: on PostgreSQL it holds the row lock in a transaction
+    # that stays open meanwhile, on SQLite it holds a committed lease.
+    async with inbound.claim(desk, ids[1]) as held:
+        assert held is not None
+        outcomes = await process_batch(desk, ids, ctx)
+        assert [o.kind for o in outcomes] == [Kind.OPENED, Kind.SKIPPED, Kind.OPENED]
+        await inbound.mark_processed(desk, ids[1], ticket_id=None, reason="settled by the other worker",
+                                     held=held)
+    assert (await stored_row(desk, ids[1])).reason == "settled by the other worker"
+    assert await count(desk, Ticket) == 2
+
+
+async def test_mail_that_cannot_be_parsed_is_quarantined_inside_the_batch(desk: Desk) -> None:
+    slow = make_context(parse_timeout_seconds=0.000001)
+    stored = await store_received_many(desk, [simple_mail("a@customer.test", "one")], source="test")
+    [outcome] = await process_batch(desk, [stored[0].id], slow)
+    assert outcome.kind == Kind.QUARANTINED and "parsing took longer" in outcome.detail
+    assert (await stored_row(desk, stored[0].id)).status == InboundStatus.QUARANTINED
+
+
+async def test_storing_a_batch_commits_it_with_what_then_records_or_not_at_all(desk: Desk) -> None:
+    async def fails(session: object) -> None:
+        raise RuntimeError("the position could not be saved")
+
+    mails = [RawMail(simple_mail(f"s{i}@customer.test", f"Stored {i}"), message_id=f"s{i}@x") for i in range(3)]
+    with pytest.raises(RuntimeError):
+        await store_raw_many(desk, mails, source="test", mailbox="m", then=fails)
+    assert await count(desk, InboundMail) == 0
+
+    recorded: list[int] = []
+
+    async def records(session: object) -> None:
+        recorded.append(1)
+
+    stored = await store_raw_many(desk, mails, source="test", mailbox="m", then=records)
+    assert recorded == [1] and len({s.id for s in stored}) == 3 and await count(desk, InboundMail) == 3
