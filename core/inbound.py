@@ -231,35 +231,38 @@ async def _sqlite_lease(desk: Desk, mail_id: int) -> AsyncIterator[InboundMail |
         raise
 
 
-_FREE_IN = (select(InboundMail).where(InboundMail.id.in_(bindparam("ids", expanding=True)), _FREE_ON_SQLITE)
-            .order_by(InboundMail.id))
-_LOCK_IN = (select(InboundMail).where(InboundMail.id.in_(bindparam("ids", expanding=True)),
-                                      InboundMail.status == InboundStatus.RECEIVED)
+_FREE_IN = select(InboundMail.id).where(InboundMail.id.in_(bindparam("ids", expanding=True)), _FREE_ON_SQLITE)
+_LOCK_IN = (select(InboundMail.id, InboundMail.dedupe_key)
+            .where(InboundMail.id.in_(bindparam("ids", expanding=True)), InboundMail.status == InboundStatus.RECEIVED)
             .order_by(InboundMail.id).with_for_update(skip_locked=True, key_share=True))
 _TRY_KEY_LOCKS = text("SELECT k FROM unnest(CAST(:keys AS text[])) AS k "
                       "WHERE pg_try_advisory_xact_lock(:c, hashtext(k))")
 
 
 @asynccontextmanager
-async def claim_many(desk: Desk, mail_ids: Sequence[int]) -> AsyncIterator[list[Claim]]:
-    """Hold several "received" mails, oldest first, in one write transaction that also takes what
-    becomes of them: the batch commits as a whole or not at all, and a crash leaves every one of
-    them "received". Mail someone else holds is left out.
+async def claim_many(desk: Desk, mails: Sequence[InboundMail]) -> AsyncIterator[list[Claim]]:
+    """Hold several stored mails (rows read before, oldest first) in one write transaction that
+    also takes what becomes of them: the batch commits as a whole or not at all, and a crash leaves
+    every one of them "received". Mail no longer waiting, or that someone else holds, is left out.
 
     On SQLite the transaction holds the database's write lock, which is the hold (a lease is only
     needed by the one-by-one path, whose writes span several transactions). On PostgreSQL the rows
     are locked as in claim(), and a mail whose dedupe key another worker holds is left out rather
     than waited for.
     """
+    ids = [mail.id for mail in mails]
     async with desk.db.transaction() as session:
-        if desk.db.is_postgres:
-            rows = list(await session.scalars(_LOCK_IN, {"ids": list(mail_ids)}))
-            keys = sorted({row.dedupe_key for row in rows})
-            locked = set(await session.scalars(_TRY_KEY_LOCKS, {"keys": keys, "c": _DEDUPE_LOCK_CLASS})) \
+        if not ids:
+            free: set[int] = set()
+        elif desk.db.is_postgres:
+            locked_rows = (await session.execute(_LOCK_IN, {"ids": ids})).all()
+            keys = sorted({key for _, key in locked_rows})
+            keys_held = set(await session.scalars(_TRY_KEY_LOCKS, {"keys": keys, "c": _DEDUPE_LOCK_CLASS})) \
                 if keys else set()
-            rows = [row for row in rows if row.dedupe_key in locked]
+            free = {mail_id for mail_id, key in locked_rows if key in keys_held}
         else:
-            rows = list(await session.scalars(_FREE_IN, {"ids": list(mail_ids), "now": desk.clock()}))
+            free = set(await session.scalars(_FREE_IN, {"ids": ids, "now": desk.clock()}))
+        rows = [mail for mail in mails if mail.id in free]
         # Two questions for the whole batch instead of find_earlier_copy's two per mail: which keys
         # were stored more than once, and which of these mails already made a message.
         shared = set(await session.scalars(_KEYS_STORED_TWICE, {"keys": sorted({r.dedupe_key for r in rows})})) \
@@ -267,6 +270,7 @@ async def claim_many(desk: Desk, mail_ids: Sequence[int]) -> AsyncIterator[list[
         made = set(await session.scalars(_MADE_A_MESSAGE, {"ids": [r.id for r in rows]})) if rows else set()
         yield [Claim(row, session, in_batch=True, alone=row.dedupe_key not in shared and row.id not in made)
                for row in rows]
+        await write_marks(session)
 
 
 _KEYS_STORED_TWICE = (select(InboundMail.dedupe_key)
@@ -336,14 +340,28 @@ async def reader(desk: Desk, held: Claim | None) -> AsyncIterator[AsyncSession]:
 
 async def mark_processed(desk: Desk, mail_id: int, *, ticket_id: int | None, reason: str | None = None,
                          held: Claim | None = None) -> None:
+    mark = {"mail_id": mail_id, "to_ticket": ticket_id, "why": reason, "at": desk.clock()}
+    if held is not None and held.in_batch and held.session is not None:
+        # Written with the batch's others in one statement before it commits (write_marks).
+        held.session.info.setdefault(_MARKS, []).append(mark)
+        return
     async with _writer(desk, held) as session:
-        await session.execute(_MARK_PROCESSED, {"mail_id": mail_id, "to_ticket": ticket_id, "why": reason,
-                                                "at": desk.clock()})
+        await session.execute(_MARK_PROCESSED, mark)
 
 
-_MARK_PROCESSED = update(InboundMail).where(InboundMail.id == bindparam("mail_id")).values(
+async def write_marks(session: AsyncSession) -> None:
+    """Write the batch's "processed" marks so far (before anything reads the status of a copy)."""
+    marks = session.info.pop(_MARKS, None)
+    if marks:
+        await session.execute(_MARK_PROCESSED, marks)
+
+
+_MARKS = "inbound_processed_marks"
+_inbound = InboundMail.__table__
+# Core, not ORM: executes many at once, and there is nothing in the session to keep in step.
+_MARK_PROCESSED = update(_inbound).where(_inbound.c.id == bindparam("mail_id")).values(
     status=InboundStatus.PROCESSED, ticket_id=bindparam("to_ticket"), reason=bindparam("why"),
-    processed_at=bindparam("at")).execution_options(synchronize_session=False)
+    processed_at=bindparam("at"))
 
 
 async def hold(desk: Desk, mail_id: int, reason: str, *, rule: str, held: Claim | None = None) -> None:

@@ -21,6 +21,7 @@ from core.inbound import (
     reader,
     received_rows,
     record_bounce,
+    write_marks,
 )
 from core.models import InboundMail
 from core.services import ContactRef, MailContent, NewAttachment, add_customer_message, open_ticket
@@ -89,16 +90,23 @@ async def process_stored(desk: Desk, mail_id: int, ctx: InboundContext) -> Outco
         return Outcome(mail_id, Kind.QUARANTINED, detail=broken.reason)
 
 
-async def process_batch(desk: Desk, mail_ids: Sequence[int], ctx: InboundContext) -> list[Outcome]:
-    """Several stored mails, oldest first, in one transaction: what the worker does with a backlog.
+@dataclass(frozen=True)
+class PreparedBatch:
+    """Stored mails read and parsed, ready to be settled in one transaction."""
 
-    Each mail goes through the same steps as in process_stored, but the claim, the ticket
-    service's writes and the row's final status share one transaction, so a backlog costs one
-    commit per batch rather than several per mail. Mail is parsed before the transaction (parsing
-    is the slow part, and SQLite's write lock is held for the transaction). If anything fails
-    inside, the whole batch is rolled back and each mail goes through process_stored on its own,
-    which quarantines the one that fails and keeps the others.
-    """
+    mail_ids: Sequence[int]
+    rows: Sequence[InboundMail]  # those still waiting when read, oldest first
+    parsed: dict[int, ParsedMail | Exception]  # by mail id; an exception is the reason to quarantine
+
+
+async def process_batch(desk: Desk, mail_ids: Sequence[int], ctx: InboundContext) -> list[Outcome]:
+    """Several stored mails, oldest first, in one transaction: what the worker does with a backlog."""
+    return await settle_batch(desk, await prepare_batch(desk, mail_ids, ctx), ctx)
+
+
+async def prepare_batch(desk: Desk, mail_ids: Sequence[int], ctx: InboundContext) -> PreparedBatch:
+    """Read and parse, outside any write transaction: the worker prepares the next batch while
+    the current one is settled (parsing runs on threads, while the loop waits for SQLite)."""
     rows = await received_rows(desk, mail_ids)
     parsed: dict[int, ParsedMail | Exception] = {}
     for row in rows:
@@ -106,17 +114,29 @@ async def process_batch(desk: Desk, mail_ids: Sequence[int], ctx: InboundContext
             parsed[row.id] = await _parse(row.raw, ctx)
         except Exception as e:  # quarantined inside the batch, with the reason
             parsed[row.id] = e
+    return PreparedBatch(mail_ids, rows, parsed)
+
+
+async def settle_batch(desk: Desk, batch: PreparedBatch, ctx: InboundContext) -> list[Outcome]:
+    """Each mail goes through the same steps as in process_stored, but the claim, the ticket
+    service's writes and the row's final status share one transaction, so a backlog costs one
+    commit per batch rather than several per mail. If anything fails inside, the whole batch is
+    rolled back and each mail goes through process_stored on its own, which quarantines the one
+    that fails and keeps the others.
+    """
     outcomes: dict[int, Outcome] = {}
     try:
-        async with claim_many(desk, [row.id for row in rows]) as claims:
+        async with claim_many(desk, batch.rows) as claims:
             for held in claims:
-                outcomes[held.mail.id] = await _process_parsed(desk, held, ctx, parsed[held.mail.id])
+                if not held.alone and held.session is not None:  # it will ask what became of its copies
+                    await write_marks(held.session)
+                outcomes[held.mail.id] = await _process_parsed(desk, held, ctx, batch.parsed[held.mail.id])
     except Exception as e:
         log.warning("a batch of %d mails was rolled back (%s); processing them one by one",
-                    len(mail_ids), describe_error(e))
-        return [await process_stored(desk, mail_id, ctx) for mail_id in mail_ids]
+                    len(batch.mail_ids), describe_error(e))
+        return [await process_stored(desk, mail_id, ctx) for mail_id in batch.mail_ids]
     skipped = Outcome(0, Kind.SKIPPED, detail="not waiting for processing")
-    return [outcomes.get(mail_id, replace(skipped, mail_id=mail_id)) for mail_id in mail_ids]
+    return [outcomes.get(mail_id, replace(skipped, mail_id=mail_id)) for mail_id in batch.mail_ids]
 
 
 async def _process_parsed(desk: Desk, held: Claim, ctx: InboundContext, parsed: ParsedMail | Exception) -> Outcome:

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from core.desk import Desk
 from core.inbound import pending_ids
 from mail_gateway.inbound_context import InboundContext
-from mail_gateway.processing import Kind, Outcome, process_batch
+from mail_gateway.processing import Kind, Outcome, PreparedBatch, prepare_batch, settle_batch
 
 log = logging.getLogger("mail_gateway.worker")
 
@@ -62,22 +62,34 @@ class InboundWorker:
         self._task = None
 
     async def drain(self) -> int:
-        """Process what is waiting, oldest first, a batch per transaction; returns how many mails this call settled."""
+        """Process what is waiting, oldest first, a batch per transaction; returns how many mails
+        this call settled. The next batch is read and parsed while the current one is settled."""
         settled = 0
         while not self._stopping.is_set():
             ids = await pending_ids(self.desk, limit=BATCH)
+            chunks = [ids[k:k + TRANSACTION_BATCH] for k in range(0, len(ids), TRANSACTION_BATCH)]
             progress = False
-            for start in range(0, len(ids), TRANSACTION_BATCH):
-                if self._stopping.is_set():
-                    break
-                for outcome in await process_batch(self.desk, ids[start:start + TRANSACTION_BATCH], self.ctx):
-                    if outcome.kind == Kind.SKIPPED:
-                        continue  # another worker holds it
-                    progress = True
-                    settled += 1
-                    log.info("%s", outcome.describe(self.desk))
-                    if self.on_outcome is not None:
-                        self.on_outcome(outcome)
+            upcoming: asyncio.Future[PreparedBatch] | None = None
+            try:
+                for k, chunk in enumerate(chunks):
+                    if self._stopping.is_set():
+                        break
+                    batch = await upcoming if upcoming is not None else await prepare_batch(self.desk, chunk, self.ctx)
+                    upcoming = None
+                    if k + 1 < len(chunks):
+                        upcoming = asyncio.ensure_future(prepare_batch(self.desk, chunks[k + 1], self.ctx))
+                    for outcome in await settle_batch(self.desk, batch, self.ctx):
+                        if outcome.kind == Kind.SKIPPED:
+                            continue  # another worker holds it
+                        progress = True
+                        settled += 1
+                        log.info("%s", outcome.describe(self.desk))
+                        if self.on_outcome is not None:
+                            self.on_outcome(outcome)
+            finally:
+                if upcoming is not None:  # stopping, or this batch failed: nothing of it is written yet
+                    upcoming.cancel()
+                    await asyncio.gather(upcoming, return_exceptions=True)
             if not progress:
                 break
         return settled
