@@ -39,6 +39,7 @@ from mail_gateway.processing import process_stored
 from mail_gateway.store import message_id_of, store_received_many
 from mail_gateway.tokens import Signer
 from mail_gateway.worker import InboundWorker
+from supportbot import runloop
 from supportbot.config import ImapMailboxConfig
 from tests.servers import Dovecot, start_dovecot
 
@@ -443,7 +444,7 @@ async def bench(args: argparse.Namespace) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
-    asyncio.run(bench(args))
+    runloop.run(bench(args))  # the loop `supportbot run` uses
     return 0
 
 

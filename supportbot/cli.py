@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import logging
 import sys
@@ -13,6 +12,7 @@ from typing import Any
 
 from core.enums import Priority, Status
 from core.errors import UserError
+from supportbot import runloop
 from supportbot.config import Config, ConfigError, find_config, load_config
 
 log = logging.getLogger("supportbot")
@@ -123,7 +123,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"supportbot: {e}", file=sys.stderr)
         return EXIT_CONFIG
     _setup_logging(config)
-    return _guard(lambda: asyncio.run(dispatch(args, config)))
+    return _guard(lambda: runloop.run(dispatch(args, config)))
 
 
 async def dispatch(args: argparse.Namespace, config: Config) -> int:

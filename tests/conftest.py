@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import shutil
@@ -11,6 +12,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -18,6 +20,7 @@ from core.db import Database
 from core.desk import CoreSettings, Desk
 from core.attachments import AttachmentStore
 from core.migrate import upgrade
+from supportbot import runloop
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("SUPPORTBOT_SHARED", REPO.parent / "shared"))
@@ -43,6 +46,18 @@ class FixedClock:
     def advance(self, **kwargs: float) -> datetime:
         self.now += timedelta(**kwargs)
         return self.now
+
+
+def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> dict[str, Any] | None:
+    """Tests run on the loop `supportbot` runs on (supportbot.runloop): uvloop where installed.
+
+    Except the bot's: SimCord (the offline Discord) runs its virtual clock on asyncio's own timer
+    heap, which uvloop does not have. discord.py itself supports uvloop.
+    """
+    factory = runloop.loop_factory()
+    if factory is None or "bot" in Path(str(item.path)).relative_to(Path(__file__).parent).parts[:1]:
+        return {"asyncio": asyncio.new_event_loop}
+    return {"uvloop": factory}
 
 
 @pytest.fixture
