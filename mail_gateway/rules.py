@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.desk import Desk
 from core.models import Contact, Ticket
+from core.services import find_contact
 from mail_gateway.inbound_context import InboundContext
 
 if TYPE_CHECKING:
@@ -138,9 +139,10 @@ class BlockedSender:
     name = "blocked-sender"
 
     async def check(self, mail: ParsedMail, ctx: RuleContext) -> Verdict | None:
-        # What core.services.is_blocked asks, in the chain's session.
-        blocked = ctx.sender and await ctx.session.scalar(_BLOCKED, {"email": ctx.sender})
-        if blocked:
+        # What core.services.is_blocked asks, in the chain's session; the contact is remembered there
+        # for the ticket service, which needs it next.
+        contact = await find_contact(ctx.session, ctx.sender) if ctx.sender else None
+        if contact is not None and contact.blocked:
             return Verdict(Action.HOLD, self.name, "the sender is blocked")
         return None
 
@@ -154,6 +156,8 @@ class NewTicketRateLimit:
         if not ctx.new_ticket or not ctx.sender:
             return None
         limit, window = ctx.settings.new_tickets_per_sender, ctx.settings.new_tickets_window
+        if await find_contact(ctx.session, ctx.sender) is None:
+            return None  # a first-time sender has opened nothing yet (tickets have a requester contact)
         opened = await _tickets_opened_since(ctx.session, ctx.sender, ctx.desk.clock() - window)
         if opened >= limit:
             minutes = f"{window.total_seconds() / 60:g}"
@@ -178,7 +182,6 @@ async def _tickets_opened_since(session: AsyncSession, email: str, since: dateti
 
 
 # Built once: both run for nearly every inbound mail, and building a statement costs more than running it.
-_BLOCKED = select(Contact.blocked).where(Contact.email == bindparam("email"))
 _OPENED_SINCE = (select(func.count(Ticket.id)).join(Contact, Contact.id == Ticket.requester_id)
                  .where(Contact.email == bindparam("email"), Ticket.created_at >= bindparam("since")))
 

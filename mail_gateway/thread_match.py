@@ -94,13 +94,13 @@ async def _by_known_message_id(session: AsyncSession, referenced: Sequence[str])
     forms = _id_forms(referenced)
     if not forms:
         return None
-    ticket_id = await session.scalar(_BY_MESSAGE_ID, {"forms": forms})
-    if ticket_id is None:
-        ticket_id = await session.scalar(_BY_OUTBOX_ID, {"forms": forms})
-    if ticket_id is None:
+    found = (await session.execute(_BY_MESSAGE_ID, {"forms": forms})).first()
+    if found is None:
+        found = (await session.execute(_BY_OUTBOX_ID, {"forms": forms})).first()
+    if found is None:
         return None
-    number = await session.scalar(_NUMBER_OF, {"ticket_id": ticket_id})
-    return await _live_number(session, number) if number is not None else None
+    number, merged_into = found
+    return number if merged_into is None else await _live_number(session, number)
 
 
 async def _by_subject_tag(session: AsyncSession, desk: Desk, subject: str, sender: str | None) -> int | None:
@@ -134,10 +134,11 @@ async def _live_number(session: AsyncSession, number: int) -> int | None:
 
 
 # Built once: building a statement costs more than running it, and these run for most inbound mail.
-_BY_MESSAGE_ID = (select(Message.ticket_id).where(Message.message_id.in_(bindparam("forms", expanding=True)))
+# The ticket's number and whether it was merged, with the lookup (the common case needs no more).
+_BY_MESSAGE_ID = (select(Ticket.number, Ticket.merged_into_id).join(Message, Message.ticket_id == Ticket.id)
+                  .where(Message.message_id.in_(bindparam("forms", expanding=True)))
                   .order_by(Message.id.desc()).limit(1))
-_BY_OUTBOX_ID = (select(OutboxMail.ticket_id)
-                 .where(OutboxMail.rfc822_message_id.in_(bindparam("forms", expanding=True)),
-                        OutboxMail.ticket_id.is_not(None)).limit(1))
+_BY_OUTBOX_ID = (select(Ticket.number, Ticket.merged_into_id).join(OutboxMail, OutboxMail.ticket_id == Ticket.id)
+                 .where(OutboxMail.rfc822_message_id.in_(bindparam("forms", expanding=True))).limit(1))
 _NUMBER_OF = select(Ticket.number).where(Ticket.id == bindparam("ticket_id"))
 _MERGED_INTO = select(Ticket.merged_into_id).where(Ticket.number == bindparam("number"))

@@ -114,16 +114,33 @@ async def ticket_for_update(session: AsyncSession, number: int) -> Ticket:
 async def ensure_contact(session: AsyncSession, ref: ContactRef, now: datetime) -> Contact:
     email = normalize_email(ref.email)
     name = _clean_name(ref.name)
-    contact = await session.scalar(_CONTACT_BY_EMAIL, {"email": email})
+    contact = await find_contact(session, email)
     if contact is None:  # new: insert it, or (a concurrent writer was quicker) read theirs
         contact = (await session.scalars(_insert_contact(dialect_of(session)), [
             {"email": email, "name": name, "blocked": False, "created_at": now}])).first()
         if contact is None:
             contact = await session.scalar(_CONTACT_BY_EMAIL, {"email": email})
+        session.info[_CONTACTS_SEEN][email] = contact
     assert contact is not None
     if name and not contact.name:
         contact.name = name
     return contact
+
+
+async def find_contact(session: AsyncSession, email: str) -> Contact | None:
+    """The contact with this normalized address, remembered for the rest of the transaction.
+
+    Inbound mail asks twice per mail (is the sender blocked? then: the author's contact), and a
+    batch often has one sender several times. "Not there" is remembered too: ensure_contact's
+    insert settles a concurrent writer's row on its own.
+    """
+    seen: dict[str, Contact | None] = session.info.setdefault(_CONTACTS_SEEN, {})
+    if email not in seen:
+        seen[email] = await session.scalar(_CONTACT_BY_EMAIL, {"email": email})
+    return seen[email]
+
+
+_CONTACTS_SEEN = "contacts_by_email"
 
 
 async def ensure_staff(session: AsyncSession, ref: StaffRef, now: datetime) -> Staff:
