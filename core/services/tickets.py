@@ -21,6 +21,7 @@ from core.services._common import (
     change_status,
     ensure_contact,
     ensure_staff,
+    insert_now,
     next_ticket_number,
     record,
     store_attachments,
@@ -179,8 +180,7 @@ async def _open(
         follow_up_of_id=follow_up_of.id if follow_up_of else None, created_at=now, updated_at=now,
         last_customer_message_at=None if content.is_machine else now,
     )
-    session.add(ticket)
-    await session.flush()
+    await insert_now(session, ticket)
     await add_participant(session, ticket, contact, ParticipantRole.REQUESTER)
     await _add_cc(session, desk, ticket, cc)
     message = await _add_message(session, desk, ticket, Direction.INBOUND, content, contact=contact)
@@ -217,7 +217,6 @@ async def _add_message(
         references=content.references, is_machine=content.is_machine,
         inbound_mail_id=content.inbound_mail_id, created_at=desk.clock(),
     )
-    session.add(message)
-    await session.flush()
+    await insert_now(session, message)
     await store_attachments(session, desk.files, message, content.attachments)
     return message
