@@ -66,14 +66,33 @@ async def append_event(
         # event-appending transactions commit in id order. SQLite writers are serial anyway.
         await session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _EVENT_APPEND_LOCK_KEY})
         session.info["event_lock_held"] = True
-    # A Core INSERT now rather than an ORM object flushed later: nothing reads the object back,
-    # and on the path of every inbound mail the flush machinery cost more than the statement.
-    await session.execute(_INSERT_EVENT, {
-        "type": str(type_), "ticket_id": ticket_id, "message_id": message_id, "actor_staff_id": actor_staff_id,
-        "actor_contact_id": actor_contact_id, "data": data or {}, "created_at": at})
+    # A Core INSERT rather than an ORM object flushed later: nothing reads the object back, and on
+    # the path of every inbound mail the flush machinery cost more than the statement.
+    row = {"type": str(type_), "ticket_id": ticket_id, "message_id": message_id, "actor_staff_id": actor_staff_id,
+           "actor_contact_id": actor_contact_id, "data": data or {}, "created_at": at}
     session.info["events_appended"] = True
+    deferred = session.info.get(_DEFERRED_EVENTS)
+    if deferred is not None:
+        deferred.append(row)
+    else:
+        await session.execute(_INSERT_EVENT, row)
 
 
+def defer_events(session: AsyncSession) -> None:
+    """From now on, keep this transaction's events and insert them all in write_deferred_events
+    (a batch of inbound mail appends one or more per mail, and nothing in it reads them back)."""
+    session.info.setdefault(_DEFERRED_EVENTS, [])
+
+
+async def write_deferred_events(session: AsyncSession) -> None:
+    """Insert the kept events, in the order they were appended, with one statement."""
+    rows = session.info.get(_DEFERRED_EVENTS)
+    if rows:
+        await session.execute(_INSERT_EVENT, list(rows))
+        rows.clear()
+
+
+_DEFERRED_EVENTS = "deferred_events"
 _INSERT_EVENT = insert(Event.__table__)
 
 

@@ -16,7 +16,7 @@ from sqlalchemy.orm import aliased
 from core.desk import Desk
 from core.enums import Direction, InboundStatus, OutboxStatus
 from core.errors import NotFound
-from core.events import EventType, append_event
+from core.events import EventType, append_event, defer_events, write_deferred_events
 from core.models import InboundMail, Message, OutboxMail, Ticket
 
 
@@ -268,9 +268,11 @@ async def claim_many(desk: Desk, mails: Sequence[InboundMail]) -> AsyncIterator[
         shared = set(await session.scalars(_KEYS_STORED_TWICE, {"keys": sorted({r.dedupe_key for r in rows})})) \
             if rows else set()
         made = set(await session.scalars(_MADE_A_MESSAGE, {"ids": [r.id for r in rows]})) if rows else set()
+        defer_events(session)
         yield [Claim(row, session, in_batch=True, alone=row.dedupe_key not in shared and row.id not in made)
                for row in rows]
         await write_marks(session)
+        await write_deferred_events(session)
 
 
 _KEYS_STORED_TWICE = (select(InboundMail.dedupe_key)
