@@ -7,9 +7,9 @@ import logging
 from collections.abc import Awaitable, Callable, Collection
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import insert, select, text
+from sqlalchemy import Table, insert, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.background import nap
@@ -93,7 +93,7 @@ async def write_deferred_events(session: AsyncSession) -> None:
 
 
 _DEFERRED_EVENTS = "deferred_events"
-_INSERT_EVENT = insert(Event.__table__)
+_INSERT_EVENT = insert(cast(Table, Event.__table__))
 
 
 async def cursor_position(session: AsyncSession, consumer: str) -> int:

@@ -7,9 +7,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import and_, bindparam, exists, func, insert, or_, select, text, update
+from sqlalchemy import Table, and_, bindparam, exists, func, insert, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
@@ -359,7 +359,7 @@ async def write_marks(session: AsyncSession) -> None:
 
 
 _MARKS = "inbound_processed_marks"
-_inbound = InboundMail.__table__
+_inbound = cast(Table, InboundMail.__table__)
 # Core, not ORM: executes many at once, and there is nothing in the session to keep in step.
 _MARK_PROCESSED = update(_inbound).where(_inbound.c.id == bindparam("mail_id")).values(
     status=InboundStatus.PROCESSED, ticket_id=bindparam("to_ticket"), reason=bindparam("why"),

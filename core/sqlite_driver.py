@@ -19,8 +19,11 @@ from collections.abc import Sequence
 from typing import Any
 
 import aiosqlite
-from sqlalchemy.connectors.asyncio import AsyncAdapt_dbapi_cursor
-from sqlalchemy.dialects.sqlite.aiosqlite import AsyncAdapt_aiosqlite_connection, AsyncAdapt_aiosqlite_dbapi
+from sqlalchemy.dialects.sqlite.aiosqlite import (
+    AsyncAdapt_aiosqlite_connection,
+    AsyncAdapt_aiosqlite_cursor,
+    AsyncAdapt_aiosqlite_dbapi,
+)
 from sqlalchemy.util.concurrency import await_
 
 _Result = tuple[Any, Sequence[Any], int, int | None]
@@ -43,7 +46,7 @@ def _run(connection: aiosqlite.Connection, operation: str, parameters: Any, many
         cursor.close()
 
 
-class OneHopCursor(AsyncAdapt_dbapi_cursor):
+class OneHopCursor(AsyncAdapt_aiosqlite_cursor):
     __slots__ = ("_description", "_rowcount", "_lastrowid", "_arraysize")
 
     def __init__(self, adapt_connection: Any) -> None:  # no aiosqlite cursor: no hop to make one

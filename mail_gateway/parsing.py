@@ -13,7 +13,7 @@ import codecs
 import re
 import unicodedata
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from email.message import Message
 from email.utils import getaddresses, parsedate_to_datetime
@@ -92,6 +92,12 @@ class ParsedMail:
     delivery_report: DeliveryReport | None
     report_type: str | None  # any multipart/report: "delivery-status", "disposition-notification"…
     defects: list[str] = field(default_factory=list)
+
+    def __reduce__(self) -> tuple[object, tuple[dict[str, object]]]:
+        # To and from the parsing process: `headers` is a read-only view, which pickle cannot carry.
+        state = {f.name: getattr(self, f.name) for f in fields(self)}
+        state["headers"] = dict(self.headers)
+        return _rebuild_parsed_mail, (state,)
 
     def header(self, name: str) -> str | None:
         """The first value of header `name`, or None."""
@@ -775,3 +781,8 @@ def _unreadable(reason: str) -> ParsedMail:
         attachments=[], forwarded=[], headers=MappingProxyType({}), is_delivery_report=False,
         delivery_report=None, report_type=None, defects=[reason],
     )
+
+
+def _rebuild_parsed_mail(state: dict[str, object]) -> ParsedMail:
+    state["headers"] = MappingProxyType(state["headers"])  # type: ignore[arg-type]
+    return ParsedMail(**state)  # type: ignore[arg-type]

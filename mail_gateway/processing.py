@@ -31,6 +31,7 @@ from mail_gateway.rules import Action, Decision, RuleContext, evaluate
 from mail_gateway.thread_match import ThreadMatch, Via, bracketed, match_thread
 
 if TYPE_CHECKING:
+    from mail_gateway.parse_process import ParseProcess
     from mail_gateway.parsing import ParsedMail
 
 log = logging.getLogger("mail_gateway.processing")
@@ -104,12 +105,19 @@ async def process_batch(desk: Desk, mail_ids: Sequence[int], ctx: InboundContext
     return await settle_batch(desk, await prepare_batch(desk, mail_ids, ctx), ctx)
 
 
-async def prepare_batch(desk: Desk, mail_ids: Sequence[int], ctx: InboundContext) -> PreparedBatch:
+async def prepare_batch(desk: Desk, mail_ids: Sequence[int], ctx: InboundContext,
+                        parser: ParseProcess | None = None) -> PreparedBatch:
     """Read and parse, outside any write transaction: the worker prepares the next batch while
-    the current one is settled (parsing runs on threads, while the loop waits for SQLite)."""
+    the current one is settled. Parsing happens in `parser`'s process when there is one, else on
+    threads, one mail at a time."""
     rows = await received_rows(desk, mail_ids)
     parsed: dict[int, ParsedMail | Exception] = {}
+    if parser is not None and rows:
+        results = await parser.parse_many([row.raw for row in rows])
+        parsed = {row.id: result for row, result in zip(rows, results, strict=True)}
     for row in rows:
+        if row.id in parsed:
+            continue
         try:
             parsed[row.id] = await _parse(row.raw, ctx)
         except Exception as e:  # quarantined inside the batch, with the reason

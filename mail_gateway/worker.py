@@ -10,6 +10,7 @@ from collections.abc import Callable
 from core.desk import Desk
 from core.inbound import pending_ids
 from mail_gateway.inbound_context import InboundContext
+from mail_gateway.parse_process import ParseProcess
 from mail_gateway.processing import Kind, Outcome, PreparedBatch, prepare_batch, settle_batch
 
 log = logging.getLogger("mail_gateway.worker")
@@ -32,17 +33,23 @@ class InboundWorker:
     name = "inbound-worker"
 
     def __init__(self, desk: Desk, ctx: InboundContext, *, poll_seconds: float = 5.0,
-                 on_outcome: Callable[[Outcome], None] | None = None) -> None:
+                 on_outcome: Callable[[Outcome], None] | None = None, parse_in_process: bool = True) -> None:
         self.desk = desk
         self.ctx = ctx
         self.poll_seconds = poll_seconds
         self.on_outcome = on_outcome
+        self.parse_in_process = parse_in_process
+        self.parser: ParseProcess | None = None  # while started (drain() alone parses on threads)
         self._wakeup = asyncio.Event()
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         self._stopping.clear()
+        if self.parse_in_process:
+            self.parser = ParseProcess(max_attachment_bytes=self.ctx.max_attachment_bytes,
+                                       timeout_seconds=self.ctx.parse_timeout_seconds)
+            self.parser.start()
         self._task = asyncio.create_task(self._run(), name=self.name)
 
     def wake(self) -> None:
@@ -60,6 +67,9 @@ class InboundWorker:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         self._task = None
+        if self.parser is not None:
+            await asyncio.to_thread(self.parser.stop)
+            self.parser = None
 
     async def drain(self) -> int:
         """Process what is waiting, oldest first, a batch per transaction; returns how many mails
@@ -74,10 +84,10 @@ class InboundWorker:
                 for k, chunk in enumerate(chunks):
                     if self._stopping.is_set():
                         break
-                    batch = await upcoming if upcoming is not None else await prepare_batch(self.desk, chunk, self.ctx)
+                    batch = await upcoming if upcoming is not None else await prepare_batch(self.desk, chunk, self.ctx, self.parser)
                     upcoming = None
                     if k + 1 < len(chunks):
-                        upcoming = asyncio.ensure_future(prepare_batch(self.desk, chunks[k + 1], self.ctx))
+                        upcoming = asyncio.ensure_future(prepare_batch(self.desk, chunks[k + 1], self.ctx, self.parser))
                     for outcome in await settle_batch(self.desk, batch, self.ctx):
                         if outcome.kind == Kind.SKIPPED:
                             continue  # another worker holds it
