@@ -15,9 +15,9 @@ _STATUS = Path("/proc/self/status")
 _CLEAR_REFS = Path("/proc/self/clear_refs")
 
 
-def _status_kib(key: str) -> int | None:
+def _status_kib(key: str, status: Path | None = None) -> int | None:
     try:
-        for line in _STATUS.read_text().splitlines():
+        for line in (status or _STATUS).read_text().splitlines():
             if line.startswith(key + ":"):
                 return int(line.split()[1])
     except OSError:
@@ -35,6 +35,12 @@ def peak_rss_mib() -> float:
     """Highest resident memory since start or since the last reset_peak_rss() (VmHWM), in MiB."""
     kib = _status_kib("VmHWM")
     return (kib if kib is not None else _maxrss_kib()) / 1024
+
+
+def peak_rss_mib_of(pid: int | None) -> float:
+    """Another process's highest resident memory (VmHWM), in MiB; 0 when it cannot be read."""
+    kib = _status_kib("VmHWM", Path(f"/proc/{pid}/status")) if pid else None
+    return (kib or 0) / 1024
 
 
 def reset_peak_rss() -> bool:

@@ -5,99 +5,105 @@ needs (the SQLite work, the SMTP listener, the bot): in a process it runs on the
 a parse that runs past its budget (hostile mail) can be stopped for real by ending the process,
 where a thread can only be abandoned.
 
-A batch gets the budget of one mail. When it runs out, the process is ended and started again,
-and that batch's mails are parsed one at a time, each with the budget, so the one at fault is
-named and the others go on.
+A batch gets the budget of one mail. When it runs out, the process is ended (the next batch
+starts a new one) and that batch's mails are parsed one at a time, each with the budget, so the
+one at fault is named and the others go on.
+
+The process is `python -m mail_gateway.parse_worker` with pipes, not multiprocessing: a spawned
+multiprocessing child imports the parent's main module too, which tripled its memory.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-import multiprocessing
+import pickle
+import sys
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from core.errors import UserError
+from mail_gateway.parse_worker import HEADER
 
 if TYPE_CHECKING:
     from mail_gateway.parsing import ParsedMail
 
 log = logging.getLogger("mail_gateway.parse_process")
 
-def _warm_up() -> None:
-    import mail_gateway.parsing  # noqa: F401  (imported once, before the first batch arrives)
+STOP_GRACE_SECONDS = 5.0
 
 
-def _parse_batch(raws: Sequence[bytes], max_attachment_bytes: int) -> list[ParsedMail | Exception]:
-    """In the parsing process: each mail's result, or the exception that stopped it."""
-    from mail_gateway.parsing import parse_mail
-
-    results: list[ParsedMail | Exception] = []
-    for raw in raws:
-        try:
-            results.append(parse_mail(raw, max_attachment_bytes=max_attachment_bytes))
-        except Exception as e:  # parse_mail is built not to raise; if it does, that mail says why
-            results.append(UserError(f"{type(e).__name__}: {str(e)[:300]}"))
-    return results
+class ParseFailed(Exception):
+    """The parsing process ended or went silent while parsing."""
 
 
 class ParseProcess:
-    """One parsing process for the inbound worker; start() before use, stop() at the end."""
+    """One parsing process for the inbound worker, started on first use; stop() at the end."""
 
     def __init__(self, *, max_attachment_bytes: int, timeout_seconds: float) -> None:
         self.max_attachment_bytes = max_attachment_bytes
         self.timeout_seconds = timeout_seconds
-        self._pool: ProcessPoolExecutor | None = None
-
-    def start(self) -> None:
-        # spawn, not fork: the parent has threads (aiosqlite, IMAP), which fork does not copy safely.
-        self._pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
-                                         initializer=_warm_up)
-
-    def stop(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-            self._pool = None
+        self._process: asyncio.subprocess.Process | None = None
+        self._lock = asyncio.Lock()  # one batch at a time on the pipe
 
     @property
     def pid(self) -> int | None:
-        """The parsing process's id, once it runs (for the benchmark's memory figure)."""
-        processes = getattr(self._pool, "_processes", None) or {}
-        return next(iter(processes), None)
+        return self._process.pid if self._process is not None else None
+
+    async def stop(self) -> None:
+        process, self._process = self._process, None
+        if process is None or process.returncode is not None:
+            return
+        assert process.stdin is not None
+        process.stdin.close()  # the worker ends at the end of its input
+        try:
+            await asyncio.wait_for(process.wait(), STOP_GRACE_SECONDS)
+        except TimeoutError:
+            process.kill()
+            await process.wait()
 
     async def parse_many(self, raws: Sequence[bytes]) -> list[ParsedMail | Exception]:
         try:
-            return await self._run(raws)
-        except (TimeoutError, BrokenProcessPool) as e:
+            return await self._exchange(raws)
+        except (TimeoutError, ParseFailed) as e:
             if len(raws) == 1:
-                return [_budget_error(self.timeout_seconds) if isinstance(e, TimeoutError)
-                        else UserError("the parsing process died on this mail")]
+                return [UserError(f"parsing took longer than {self.timeout_seconds:g} s")
+                        if isinstance(e, TimeoutError) else UserError(f"the parsing process failed: {e}")]
             log.warning("parsing a batch of %d mails failed (%s); parsing them one at a time",
                         len(raws), type(e).__name__)
             return [result for raw in raws for result in await self.parse_many([raw])]
 
-    async def _run(self, raws: Sequence[bytes]) -> list[ParsedMail | Exception]:
-        if self._pool is None:
-            raise RuntimeError("ParseProcess.start() was not called")
-        work = asyncio.get_running_loop().run_in_executor(self._pool, _parse_batch, list(raws),
-                                                           self.max_attachment_bytes)
-        try:
-            return await asyncio.wait_for(work, self.timeout_seconds)
-        except (TimeoutError, BrokenProcessPool):
-            self._restart()  # a runaway parse keeps the process busy: end it, and start afresh
-            raise
+    async def _exchange(self, raws: Sequence[bytes]) -> list[ParsedMail | Exception]:
+        async with self._lock:
+            process = await self._running()
+            assert process.stdin is not None and process.stdout is not None
+            request = pickle.dumps((list(raws), self.max_attachment_bytes), protocol=pickle.HIGHEST_PROTOCOL)
+            try:
+                process.stdin.write(HEADER.pack(len(request)) + request)
+                reply = await asyncio.wait_for(self._reply(process.stdin, process.stdout), self.timeout_seconds)
+                return cast("list[ParsedMail | Exception]", pickle.loads(reply))
+            except (TimeoutError, ConnectionError, asyncio.IncompleteReadError) as e:
+                await self._end(process)  # a runaway parse keeps it busy; a dead one says nothing
+                raise e if isinstance(e, TimeoutError) else ParseFailed(type(e).__name__) from e
 
-    def _restart(self) -> None:
-        pool, self._pool = self._pool, None
-        if pool is not None:
-            for process in list(getattr(pool, "_processes", {}).values()):
-                process.kill()
-            pool.shutdown(wait=False, cancel_futures=True)
-        self.start()
+    @staticmethod
+    async def _reply(stdin: asyncio.StreamWriter, stdout: asyncio.StreamReader) -> bytes:
+        await stdin.drain()
+        size = HEADER.unpack(await stdout.readexactly(HEADER.size))[0]
+        return await stdout.readexactly(size)
 
+    async def _running(self) -> asyncio.subprocess.Process:
+        if self._process is None or self._process.returncode is not None:
+            self._process = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "mail_gateway.parse_worker",
+                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+                limit=64 * 1024 * 1024)
+        return self._process
 
-def _budget_error(seconds: float) -> UserError:
-    return UserError(f"parsing took longer than {seconds:g} s")
+    async def _end(self, process: asyncio.subprocess.Process) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            process.kill()
+        await process.wait()
+        if self._process is process:
+            self._process = None

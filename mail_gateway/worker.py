@@ -49,7 +49,6 @@ class InboundWorker:
         if self.parse_in_process:
             self.parser = ParseProcess(max_attachment_bytes=self.ctx.max_attachment_bytes,
                                        timeout_seconds=self.ctx.parse_timeout_seconds)
-            self.parser.start()
         self._task = asyncio.create_task(self._run(), name=self.name)
 
     def wake(self) -> None:
@@ -68,7 +67,7 @@ class InboundWorker:
                 await self._task
         self._task = None
         if self.parser is not None:
-            await asyncio.to_thread(self.parser.stop)
+            await self.parser.stop()
             self.parser = None
 
     async def drain(self) -> int:

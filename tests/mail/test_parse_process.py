@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import AsyncIterator
 
 import pytest
@@ -18,9 +19,8 @@ RAWS = [path.read_bytes() for path in sorted(FIXTURES.glob("*.eml"))]
 @pytest.fixture
 async def parser() -> AsyncIterator[ParseProcess]:
     process = ParseProcess(max_attachment_bytes=1_000_000, timeout_seconds=30)
-    process.start()
     yield process
-    process.stop()
+    await process.stop()
 
 
 async def test_a_batch_parsed_there_equals_parsing_here(parser: ParseProcess) -> None:
@@ -41,3 +41,14 @@ async def test_a_batch_over_its_budget_ends_the_process_and_names_each_mail_that
     again = await parser.parse_many(RAWS[:1])  # a fresh process took over
     assert again == [parse_mail(RAWS[0], max_attachment_bytes=1_000_000)]
     assert parser.pid not in (None, first)
+
+
+async def test_a_parsing_process_that_died_is_replaced_by_the_next_batch(parser: ParseProcess) -> None:
+    await parser.parse_many(RAWS[:1])
+    dead = parser.pid
+    assert dead is not None
+    os.kill(dead, signal.SIGKILL)
+    assert parser._process is not None
+    await parser._process.wait()
+    assert await parser.parse_many(RAWS[:2]) == [parse_mail(r, max_attachment_bytes=1_000_000) for r in RAWS[:2]]
+    assert parser.pid not in (None, dead)
