@@ -15,10 +15,11 @@ from mail_gateway.processing import Kind, Outcome, PreparedBatch, prepare_batch,
 
 log = logging.getLogger("mail_gateway.worker")
 
-BATCH = 100
+BATCH = 400  # ids read per look at the queue; settled TRANSACTION_BATCH at a time
 # Mails settled in one transaction. SQLite's write lock is held that long (other writers of this
-# process queue behind it), so it stays short: about 50 ms here.
-TRANSACTION_BATCH = 25
+# process, such as the SMTP listener's store, queue behind it), so it stays short: about 150 ms
+# here. Larger batches gained under 2% in bench/ingest.py.
+TRANSACTION_BATCH = 50
 STOP_GRACE_SECONDS = 10.0
 
 
