@@ -107,7 +107,7 @@ class SqliteTarget:
         return file_size_mib(path, Path(f"{path}-wal")), index.get("full-text index")
 
     async def cleanup(self) -> None:
-        pass
+        """Nothing to stop: the SQLite file goes with the benchmark's temporary folder."""
 
 
 def _sqlite_path(url: str) -> Path:

@@ -14,7 +14,7 @@ from sqlalchemy.orm import aliased
 from core.desk import Desk
 from core.enums import Priority, Status
 from core.errors import NotFound, UserError
-from core.models import Attachment, Contact, Message, Participant, Staff, Ticket, TicketTag
+from core.models import Contact, Message, Participant, Staff, Ticket, TicketTag
 
 MAX_PAGE = 500
 

@@ -83,9 +83,12 @@ class ParseProcess:
                 process.stdin.write(HEADER.pack(len(request)) + request)
                 reply = await asyncio.wait_for(self._reply(process.stdin, process.stdout), self.timeout_seconds)
                 return cast("list[ParsedMail | Exception]", pickle.loads(reply))
-            except (TimeoutError, ConnectionError, asyncio.IncompleteReadError) as e:
-                await self._end(process)  # a runaway parse keeps it busy; a dead one says nothing
-                raise e if isinstance(e, TimeoutError) else ParseFailed(type(e).__name__) from e
+            except TimeoutError:
+                await self._end(process)  # a runaway parse keeps it busy
+                raise
+            except (ConnectionError, asyncio.IncompleteReadError) as e:
+                await self._end(process)  # it died, or closed its side
+                raise ParseFailed(type(e).__name__) from e
 
     @staticmethod
     async def _reply(stdin: asyncio.StreamWriter, stdout: asyncio.StreamReader) -> bytes:

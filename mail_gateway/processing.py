@@ -149,11 +149,16 @@ async def settle_batch(desk: Desk, batch: PreparedBatch, ctx: InboundContext) ->
 
 async def _process_parsed(desk: Desk, held: Claim, ctx: InboundContext, parsed: ParsedMail | Exception) -> Outcome:
     if isinstance(parsed, Exception):
-        reason = describe_error(parsed)
-        log.info("mail %d quarantined: %s", held.mail.id, reason)
-        await quarantine(desk, held.mail.id, reason, held=held)
-        return Outcome(held.mail.id, Kind.QUARANTINED, detail=reason)
+        return await _quarantined(desk, held, describe_error(parsed))
     return await _process(desk, held, ctx, parsed)
+
+
+async def _quarantined(desk: Desk, held: Claim, reason: str) -> Outcome:
+    """Settle a mail that cannot be processed, with the reason (not raised: in a batch an
+    exception would undo the other mails)."""
+    log.info("mail %d quarantined: %s", held.mail.id, reason)
+    await quarantine(desk, held.mail.id, reason, held=held)
+    return Outcome(held.mail.id, Kind.QUARANTINED, detail=reason)
 
 
 class _ClaimBroken(Exception):
@@ -195,11 +200,9 @@ async def _process(desk: Desk, held: Claim, ctx: InboundContext, parsed: ParsedM
         return await _settle_duplicate(desk, held, match)
     if decision.stop is not None:
         return await _settle_stopped(desk, held, mail, decision)
-    if sender is None:  # settled here, not raised: in a batch an exception would undo the others
-        reason = "UserError: the mail has no usable sender address (From, Return-Path or envelope sender)"
-        log.info("mail %d quarantined: %s", stored.id, reason)
-        await quarantine(desk, stored.id, reason, held=held)
-        return Outcome(stored.id, Kind.QUARANTINED, detail=reason)
+    if sender is None:
+        return await _quarantined(
+            desk, held, "UserError: the mail has no usable sender address (From, Return-Path or envelope sender)")
     # Idempotency: with a claim's transaction (PostgreSQL, or a batch) the ticket service writes
     # in it and the row is marked in it: all or nothing. Without one (SQLite, one by one) the
     # service commits first and the row is marked after; a crash in between leaves the row

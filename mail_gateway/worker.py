@@ -84,10 +84,8 @@ class InboundWorker:
                 for k, chunk in enumerate(chunks):
                     if self._stopping.is_set():
                         break
-                    batch = await upcoming if upcoming is not None else await prepare_batch(self.desk, chunk, self.ctx, self.parser)
-                    upcoming = None
-                    if k + 1 < len(chunks):
-                        upcoming = asyncio.ensure_future(prepare_batch(self.desk, chunks[k + 1], self.ctx, self.parser))
+                    batch = await (upcoming or self._prepare(chunk))
+                    upcoming = asyncio.ensure_future(self._prepare(chunks[k + 1])) if k + 1 < len(chunks) else None
                     for outcome in await settle_batch(self.desk, batch, self.ctx):
                         if outcome.kind == Kind.SKIPPED:
                             continue  # another worker holds it
@@ -103,6 +101,9 @@ class InboundWorker:
             if not progress:
                 break
         return settled
+
+    async def _prepare(self, mail_ids: list[int]) -> PreparedBatch:
+        return await prepare_batch(self.desk, mail_ids, self.ctx, self.parser)
 
     async def _run(self) -> None:
         while not self._stopping.is_set():
