@@ -25,8 +25,10 @@ def dialect_of(session: AsyncSession) -> str:
     return session.get_bind().dialect.name
 
 
-async def insert_ignore(session: AsyncSession, model: Any, values: dict[str, Any], keys: Sequence[str]) -> Any:
-    """INSERT … ON CONFLICT DO NOTHING for either engine (no race between a check and an insert).
+async def insert_ignore(session: AsyncSession, model: Any, values: dict[str, Any] | Sequence[dict[str, Any]],
+                        keys: Sequence[str]) -> Any:
+    """INSERT … ON CONFLICT DO NOTHING for either engine (no race between a check and an insert);
+    a list of rows is inserted with one executemany.
 
     The statement is built once per dialect, table and columns: building one costs more than
     running it, and this sits on the path of every inbound mail.

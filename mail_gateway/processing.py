@@ -24,13 +24,24 @@ from core.inbound import (
     write_marks,
 )
 from core.models import InboundMail
-from core.services import ContactRef, MailContent, NewAttachment, add_customer_message, open_ticket
+from core.services import (
+    ContactRef,
+    MailContent,
+    NewAttachment,
+    NewTicket,
+    add_customer_message,
+    open_ticket,
+    open_tickets,
+    remember_contacts,
+)
 from mail_gateway.inbound_context import InboundContext
 from mail_gateway.routing import route
 from mail_gateway.rules import Action, Decision, RuleContext, evaluate
 from mail_gateway.thread_match import ThreadMatch, Via, bracketed, match_thread
 
 if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncSession
+
     from mail_gateway.parse_process import ParseProcess
     from mail_gateway.parsing import ParsedMail
 
@@ -135,10 +146,23 @@ async def settle_batch(desk: Desk, batch: PreparedBatch, ctx: InboundContext) ->
     outcomes: dict[int, Outcome] = {}
     try:
         async with claim_many(desk, batch.rows) as claims:
-            for held in claims:
-                if not held.alone and held.session is not None:  # it will ask what became of its copies
-                    await write_marks(held.session)
-                outcomes[held.mail.id] = await _process_parsed(desk, held, ctx, batch.parsed[held.mail.id])
+            session = claims[0].session if claims else None  # one transaction for all of them
+            if session is not None:
+                openings = _Openings(session)
+                keys = {held.mail.id: _keys(batch.parsed[held.mail.id], held.mail, ctx) for held in claims}
+                await remember_contacts(session, [k[len("at:"):] for ks in keys.values() for k in ks
+                                                  if k.startswith("at:")])
+                for held in claims:
+                    if not held.alone or openings.touched_by(keys[held.mail.id]):
+                        outcomes.update(await openings.write(desk))  # this mail must see them in the database
+                    if not held.alone:  # it will ask what became of its copies
+                        await write_marks(session)
+                    outcome = await _process_parsed(desk, held, ctx, batch.parsed[held.mail.id], openings)
+                    if outcome is None:
+                        openings.keys |= keys[held.mail.id]
+                    else:
+                        outcomes[held.mail.id] = outcome
+                outcomes.update(await openings.write(desk))
     except Exception as e:
         log.warning("a batch of %d mails was rolled back (%s); processing them one by one",
                     len(batch.mail_ids), describe_error(e))
@@ -147,10 +171,58 @@ async def settle_batch(desk: Desk, batch: PreparedBatch, ctx: InboundContext) ->
     return [outcomes.get(mail_id, replace(skipped, mail_id=mail_id)) for mail_id in batch.mail_ids]
 
 
-async def _process_parsed(desk: Desk, held: Claim, ctx: InboundContext, parsed: ParsedMail | Exception) -> Outcome:
+@dataclass(frozen=True)
+class _Opening:
+    held: Claim
+    request: NewTicket
+    why: str
+
+
+class _Openings:
+    """The new tickets a batch decided on, opened together (core.services.open_tickets) when the
+    batch ends, or earlier when a later mail of the batch could depend on them: one from the same
+    address (its contact, the rate limit), one referring to their Message-IDs (a reply), or a
+    copy of a stored mail (which looks for what its copies made)."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+        self.waiting: list[_Opening] = []
+        self.keys: set[str] = set()
+
+    def touched_by(self, keys: set[str]) -> bool:
+        return not self.keys.isdisjoint(keys)
+
+    async def write(self, desk: Desk) -> dict[int, Outcome]:
+        waiting, self.waiting, self.keys = self.waiting, [], set()
+        changes = await open_tickets(desk, [o.request for o in waiting], session=self.session)
+        outcomes = {}
+        for opening, change in zip(waiting, changes, strict=True):
+            mail_id = opening.held.mail.id
+            await mark_processed(desk, mail_id, ticket_id=change.ticket.id, reason=opening.why[:2000] or None,
+                                 held=opening.held)
+            outcomes[mail_id] = Outcome(mail_id, Kind.OPENED, change.ticket.number,
+                                        opening.request.content.is_machine, opening.why)
+        return outcomes
+
+
+def _keys(parsed: ParsedMail | Exception, stored: InboundMail, ctx: InboundContext) -> set[str]:
+    """What a mail's processing reads or writes that another mail of its batch may share: the
+    contacts of its sender and other recipients, and the Message-IDs it has or refers to
+    (lowercased: equal ones must meet)."""
+    if isinstance(parsed, Exception):
+        return set()
+    sender = _sender(parsed, stored)
+    addresses = [sender or "", *(ref.email for ref in _cc(parsed, ctx, sender or ""))]
+    ids = [parsed.message_id or "", *parsed.in_reply_to, *parsed.references]
+    return ({f"at:{a}" for a in addresses if a}
+            | {f"id:{i.strip().strip('<>').lower()}" for i in ids if i.strip("<> ")})
+
+
+async def _process_parsed(desk: Desk, held: Claim, ctx: InboundContext, parsed: ParsedMail | Exception,
+                          openings: _Openings) -> Outcome | None:
     if isinstance(parsed, Exception):
         return await _quarantined(desk, held, describe_error(parsed))
-    return await _process(desk, held, ctx, parsed)
+    return await _process(desk, held, ctx, parsed, openings)
 
 
 async def _quarantined(desk: Desk, held: Claim, reason: str) -> Outcome:
@@ -170,7 +242,9 @@ class _ClaimBroken(Exception):
 async def _guarded(desk: Desk, held: Claim, ctx: InboundContext) -> Outcome:
     mail_id = held.mail.id
     try:
-        return await _process(desk, held, ctx)
+        outcome = await _process(desk, held, ctx)
+        assert outcome is not None  # without a batch's openings a new ticket is opened at once
+        return outcome
     except Exception as e:  # one bad mail must never stop the others: keep it, say why
         reason = describe_error(e)
         if isinstance(e, UserError):
@@ -186,7 +260,9 @@ async def _guarded(desk: Desk, held: Claim, ctx: InboundContext) -> Outcome:
         return Outcome(mail_id, Kind.QUARANTINED, detail=reason)
 
 
-async def _process(desk: Desk, held: Claim, ctx: InboundContext, parsed: ParsedMail | None = None) -> Outcome:
+async def _process(desk: Desk, held: Claim, ctx: InboundContext, parsed: ParsedMail | None = None,
+                   openings: _Openings | None = None) -> Outcome | None:
+    """The mail's outcome; None when its new ticket waits in `openings` (a batch's)."""
     stored = held.mail
     mail = parsed if parsed is not None else await _parse(stored.raw, ctx)
     sender = _sender(mail, stored)
@@ -220,9 +296,13 @@ async def _process(desk: Desk, held: Claim, ctx: InboundContext, parsed: ParsedM
     else:
         recipients = [a.email for a in [*mail.to, *mail.cc] if a.email] + list(stored.envelope_to)
         routed = route(ctx, recipients, mail.subject or "", mail.text or "")
+        why = "; ".join(filter(None, [routed.why, why]))
+        request = NewTicket(author, content, cc=cc, category=routed.category, priority=routed.priority)
+        if openings is not None:
+            openings.waiting.append(_Opening(held, request, why))
+            return None
         change = await open_ticket(desk, author, content, cc=cc, category=routed.category,
                                    priority=routed.priority, session=held.session)
-        why = "; ".join(filter(None, [routed.why, why]))
     kind = Kind.OPENED if change.created else Kind.ADDED
     await mark_processed(desk, stored.id, ticket_id=change.ticket.id, reason=why[:2000] or None, held=held)
     return Outcome(stored.id, kind, change.ticket.number, decision.is_machine, why)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -73,26 +73,31 @@ def normalize_email(email: str) -> str:
     return email
 
 
-async def next_ticket_number(session: AsyncSession, first: int) -> int:
-    number = await session.scalar(_BUMP_COUNTER, {"counter": TICKET_COUNTER, "first": first})
-    if number is None:  # the first ticket ever: make the counter row, then bump it
+async def next_ticket_numbers(session: AsyncSession, first: int, count: int) -> list[int]:
+    """`count` consecutive new ticket numbers, in one statement (a batch of new tickets)."""
+    if count <= 0:
+        return []
+    params = {"counter": TICKET_COUNTER, "floor": first - 1, "count": count}
+    last = await session.scalar(_BUMP_COUNTER, params)
+    if last is None:  # the first ticket ever: make the counter row, then bump it
         await insert_ignore(session, Counter, {"name": TICKET_COUNTER, "value": 0}, ["name"])
-        number = await session.scalar(_BUMP_COUNTER, {"counter": TICKET_COUNTER, "first": first})
-    assert number is not None
-    return int(number)
+        last = await session.scalar(_BUMP_COUNTER, params)
+    assert last is not None
+    return list(range(int(last) - count + 1, int(last) + 1))
 
 
-_bumped = Counter.value + 1
-# Built once (as the other statements on the path of every inbound mail): building costs more than running.
+# Built once (as the other statements on the path of every inbound mail): building costs more than
+# running. Numbers never go below `first` (a desk may start at 1000), and a batch takes `count` at once.
 _BUMP_COUNTER = (update(Counter).where(Counter.name == bindparam("counter"))
-                 .values(value=case((_bumped < bindparam("first"), bindparam("first")), else_=_bumped))
+                 .values(value=case((Counter.value < bindparam("floor"), bindparam("floor")),
+                                    else_=Counter.value) + bindparam("count"))
                  .returning(Counter.value).execution_options(synchronize_session=False))
-_CONTACT_BY_EMAIL = select(Contact).where(Contact.email == bindparam("email"))
+_CONTACTS_BY_EMAIL = select(Contact).where(Contact.email.in_(bindparam("emails", expanding=True)))
 
 
 @functools.lru_cache(maxsize=2)
-def _insert_contact(dialect: str) -> Any:
-    """INSERT … ON CONFLICT DO NOTHING RETURNING the new Contact (nothing when it already existed)."""
+def _insert_contacts(dialect: str) -> Any:
+    """INSERT … ON CONFLICT DO NOTHING RETURNING the new Contacts (none for those that existed)."""
     insert = pg_insert if dialect == "postgresql" else sqlite_insert
     return insert(Contact).on_conflict_do_nothing(index_elements=["email"]).returning(Contact)
 
@@ -114,40 +119,77 @@ async def ticket_for_update(session: AsyncSession, number: int) -> Ticket:
 
 
 async def ensure_contact(session: AsyncSession, ref: ContactRef, now: datetime) -> Contact:
-    email = normalize_email(ref.email)
-    name = _clean_name(ref.name)
-    contact = await find_contact(session, email)
-    if contact is None:  # new: insert it, or (a concurrent writer was quicker) read theirs
-        contact = (await session.scalars(_insert_contact(dialect_of(session)), [
-            {"email": email, "name": name, "blocked": False, "created_at": now}])).first()
-        if contact is None:
-            contact = await session.scalar(_CONTACT_BY_EMAIL, {"email": email})
-        session.info[_CONTACTS_SEEN][email] = contact
-    assert contact is not None
-    if name and not contact.name:
-        contact.name = name
-    return contact
+    return (await ensure_contacts(session, [ref], now))[normalize_email(ref.email)]
+
+
+async def ensure_contacts(session: AsyncSession, refs: Sequence[ContactRef], now: datetime) -> dict[str, Contact]:
+    """The contacts for these addresses by normalized address, the new ones inserted together.
+
+    A name fills in a contact that has none; an address a concurrent writer inserted first is
+    read back rather than inserted twice.
+    """
+    names: dict[str, str] = {}
+    for ref in refs:
+        email = normalize_email(ref.email)
+        if not names.get(email):
+            names[email] = _clean_name(ref.name)
+    await remember_contacts(session, names)
+    seen = _contacts_seen(session)
+    missing = [email for email in names if seen[email] is None]
+    if missing:
+        rows = [{"email": email, "name": names[email], "blocked": False, "created_at": now} for email in missing]
+        for contact in await session.scalars(_insert_contacts(dialect_of(session)), rows):
+            seen[contact.email] = contact
+        raced = [email for email in missing if seen[email] is None]
+        if raced:
+            for contact in await session.scalars(_CONTACTS_BY_EMAIL, {"emails": raced}):
+                seen[contact.email] = contact
+    contacts: dict[str, Contact] = {}
+    for email, name in names.items():
+        contact = seen[email]
+        assert contact is not None
+        if name and not contact.name:
+            contact.name = name
+        contacts[email] = contact
+    return contacts
 
 
 async def insert_now(session: AsyncSession, obj: Any) -> None:
-    """INSERT one new ORM object at once and make it part of the session, as if just loaded.
+    """INSERT one new ORM object at once and make it part of the session, as if just loaded."""
+    await insert_all_now(session, [obj], key=None)
 
-    What `session.add(obj); await session.flush()` does, for the rows every inbound mail makes
-    (its ticket, its message), without the unit of work's flush: one Core INSERT … RETURNING, the
-    columns the database or a column default filled in set on the object, and the object attached
-    as persistent and unchanged. The flush machinery cost more than the statement here.
+
+async def insert_all_now(session: AsyncSession, objs: Sequence[Any], *, key: str | None) -> None:
+    """INSERT new ORM objects of one class at once and make them part of the session, as if loaded.
+
+    What `session.add_all(objs); await session.flush()` does, for the rows every inbound mail makes
+    (its ticket, its message), without the unit of work's flush: one Core INSERT … RETURNING for
+    all of them, the columns the database or a column default filled in set on each object, and
+    each attached as persistent and unchanged. The flush machinery cost more than the statement.
+    Rows come back in no promised order, so with several objects `key` names a column whose value
+    tells them apart.
     """
-    mapper = sa_inspect(obj).mapper
+    if not objs:
+        return
+    assert key is not None or len(objs) == 1
+    mapper = sa_inspect(objs[0]).mapper
     table = mapper.local_table
-    given = {prop.columns[0].key: obj.__dict__[prop.key] for prop in mapper.column_attrs
-             if prop.key in obj.__dict__ and prop.columns[0].table is table}
-    returned = (await session.execute(_insert_returning(table), given)).one()._mapping
-    for prop in mapper.column_attrs:
-        column = prop.columns[0]
-        if column.table is table and prop.key not in given:
-            setattr(obj, prop.key, returned[column])
-    make_transient_to_detached(obj)
-    session.add(obj)
+    props = [prop for prop in mapper.column_attrs if prop.columns[0].table is table]
+    by_keys: dict[tuple[str, ...], list[tuple[Any, dict[str, Any]]]] = {}
+    for obj in objs:  # one statement per set of given columns (a multi-row INSERT needs the same ones)
+        given = {prop.columns[0].key: obj.__dict__[prop.key] for prop in props if prop.key in obj.__dict__}
+        by_keys.setdefault(tuple(given), []).append((obj, given))
+    for group in by_keys.values():
+        params = [given for _, given in group]
+        returned = (await session.execute(_insert_returning(table), params if key else params[0])).all()
+        found = {row._mapping[table.c[key]]: row._mapping for row in returned} if key else {None: returned[0]._mapping}
+        for obj, given in group:
+            values = found[given[key] if key else None]
+            for prop in props:
+                if prop.key not in given:
+                    setattr(obj, prop.key, values[prop.columns[0]])
+            make_transient_to_detached(obj)
+            session.add(obj)
 
 
 @functools.lru_cache(maxsize=16)
@@ -159,13 +201,30 @@ async def find_contact(session: AsyncSession, email: str) -> Contact | None:
     """The contact with this normalized address, remembered for the rest of the transaction.
 
     Inbound mail asks twice per mail (is the sender blocked? then: the author's contact), and a
-    batch often has one sender several times. "Not there" is remembered too: ensure_contact's
+    batch often has one sender several times. "Not there" is remembered too: ensure_contacts'
     insert settles a concurrent writer's row on its own.
     """
+    await remember_contacts(session, [email])
+    return _contacts_seen(session)[email]
+
+
+async def remember_contacts(session: AsyncSession, emails: Iterable[str]) -> None:
+    """Look up the contacts for these normalized addresses not asked about yet in this
+    transaction, in one query (a batch of inbound mail asks about all its senders at once)."""
+    seen = _contacts_seen(session)
+    unknown = sorted({email for email in emails if email not in seen})
+    if not unknown:
+        return
+    for start in range(0, len(unknown), 500):  # bounded IN lists
+        part = unknown[start:start + 500]
+        found = {contact.email: contact for contact in await session.scalars(_CONTACTS_BY_EMAIL, {"emails": part})}
+        for email in part:
+            seen[email] = found.get(email)
+
+
+def _contacts_seen(session: AsyncSession) -> dict[str, Contact | None]:
     seen: dict[str, Contact | None] = session.info.setdefault(_CONTACTS_SEEN, {})
-    if email not in seen:
-        seen[email] = await session.scalar(_CONTACT_BY_EMAIL, {"email": email})
-    return seen[email]
+    return seen
 
 
 _CONTACTS_SEEN = "contacts_by_email"
@@ -199,6 +258,14 @@ async def add_participant(session: AsyncSession, ticket: Ticket, contact: Contac
                                  {"ticket_id": ticket.id, "contact_id": contact.id, "role": role.value},
                                  ["ticket_id", "contact_id"])
     return rows_affected(result) > 0
+
+
+async def add_new_participants(session: AsyncSession, rows: Sequence[tuple[Ticket, Contact, ParticipantRole]]) -> None:
+    """Participants of tickets just opened, in one statement (none of them can be there yet)."""
+    if rows:
+        await insert_ignore(session, Participant, [
+            {"ticket_id": ticket.id, "contact_id": contact.id, "role": role.value} for ticket, contact, role in rows
+        ], ["ticket_id", "contact_id"])
 
 
 async def is_participant(session: AsyncSession, ticket: Ticket, email: str) -> bool:

@@ -17,14 +17,18 @@ from core.services._common import (
     ContactRef,
     NewAttachment,
     StaffRef,
+    add_new_participants,
     add_participant,
     change_status,
     ensure_contact,
+    ensure_contacts,
     ensure_staff,
+    insert_all_now,
     insert_now,
-    next_ticket_number,
+    next_ticket_numbers,
     record,
     store_attachments,
+    normalize_email,
     ticket_for_update,
     within,
 )
@@ -56,6 +60,18 @@ class TicketChange:
     reopened: bool = False
 
 
+@dataclass(frozen=True)
+class NewTicket:
+    """What opens a ticket: a customer's mail, who else it went to, and how it was routed."""
+
+    requester: ContactRef
+    content: MailContent
+    cc: Sequence[ContactRef] = ()
+    category: str | None = None
+    priority: Priority | None = None
+    tags: Sequence[str] = ()
+
+
 async def open_ticket(
     desk: Desk,
     requester: ContactRef,
@@ -68,10 +84,20 @@ async def open_ticket(
     session: AsyncSession | None = None,
 ) -> TicketChange:
     """A new ticket from a customer's mail; in the caller's transaction when `session` is given."""
+    new = NewTicket(requester, content, cc=cc, category=category, priority=priority, tags=tags)
+    return (await open_tickets(desk, [new], session=session))[0]
+
+
+async def open_tickets(desk: Desk, requests: Sequence[NewTicket], *,
+                       session: AsyncSession | None = None) -> list[TicketChange]:
+    """Several new tickets, numbered in order, written together: each kind of row (contacts,
+    tickets, participants, messages) in one statement for all of them. This is how the mail
+    gateway opens the new tickets of a batch of inbound mail; the result is the same as opening
+    them one after the other."""
     async with within(desk, session) as session:
-        contact = await ensure_contact(session, requester, desk.clock())
-        return await _open(desk, session, contact, content, cc=cc, category=category,
-                           priority=priority, tags=tags)
+        contacts = await ensure_contacts(session, [r.requester for r in requests], desk.clock())
+        return await _open_many(desk, session, [
+            _Opening(r, contacts[normalize_email(r.requester.email)]) for r in requests])
 
 
 async def add_customer_message(
@@ -90,8 +116,8 @@ async def add_customer_message(
         contact = await ensure_contact(session, author, now)
         if (ticket.status == Status.CLOSED and not content.is_machine and ticket.closed_at is not None
                 and now - ticket.closed_at > desk.settings.reopen_closed_within):
-            return await _open(desk, session, contact, content, cc=cc, category=ticket.category,
-                               priority=ticket.priority, follow_up_of=ticket)
+            follow_up = NewTicket(author, content, cc=cc, category=ticket.category, priority=ticket.priority)
+            return (await _open_many(desk, session, [_Opening(follow_up, contact, follow_up_of=ticket)]))[0]
 
         message = await _add_message(session, desk, ticket, Direction.INBOUND, content, contact=contact)
         if await add_participant(session, ticket, contact, ParticipantRole.CC):
@@ -159,36 +185,54 @@ async def add_note(
         return TicketChange(ticket, message)
 
 
-async def _open(
-    desk: Desk,
-    session: AsyncSession,
-    contact: Contact,
-    content: MailContent,
-    *,
-    cc: Sequence[ContactRef] = (),
-    category: str | None = None,
-    priority: Priority | None = None,
-    tags: Sequence[str] = (),
-    follow_up_of: Ticket | None = None,
-) -> TicketChange:
+@dataclass(frozen=True)
+class _Opening:
+    request: NewTicket
+    requester: Contact
+    follow_up_of: Ticket | None = None
+
+
+async def _open_many(desk: Desk, session: AsyncSession, openings: Sequence[_Opening]) -> list[TicketChange]:
+    if not openings:
+        return []
     now = desk.clock()
-    subject = " ".join(content.subject.split())[:MAX_SUBJECT] or "(no subject)"
-    ticket = Ticket(
-        number=await next_ticket_number(session, desk.settings.first_ticket_number),
-        subject=subject, status=Status.OPEN, priority=priority or desk.settings.default_priority,
-        category=validate_category(desk, category) if category else None, requester_id=contact.id,
-        follow_up_of_id=follow_up_of.id if follow_up_of else None, created_at=now, updated_at=now,
-        last_customer_message_at=None if content.is_machine else now,
-    )
-    await insert_now(session, ticket)
-    await add_participant(session, ticket, contact, ParticipantRole.REQUESTER)
-    await _add_cc(session, desk, ticket, cc)
-    message = await _add_message(session, desk, ticket, Direction.INBOUND, content, contact=contact)
-    await add_tags(session, ticket, normalize_tags(desk, tags))
-    await record(session, EventType.TICKET_OPENED, at=now, ticket=ticket, message=message, contact=contact,
-                 data={"follow_up_of": follow_up_of.number if follow_up_of else None,
-                       "machine": content.is_machine})
-    return TicketChange(ticket, message, created=True)
+    numbers = await next_ticket_numbers(session, desk.settings.first_ticket_number, len(openings))
+    tickets = [Ticket(
+        number=number, subject=" ".join(o.request.content.subject.split())[:MAX_SUBJECT] or "(no subject)",
+        status=Status.OPEN, priority=o.request.priority or desk.settings.default_priority,
+        category=validate_category(desk, o.request.category) if o.request.category else None,
+        requester_id=o.requester.id, follow_up_of_id=o.follow_up_of.id if o.follow_up_of else None,
+        created_at=now, updated_at=now, last_customer_message_at=None if o.request.content.is_machine else now,
+    ) for number, o in zip(numbers, openings, strict=True)]
+    await insert_all_now(session, tickets, key="number")
+
+    # Everyone else the mail went to becomes a participant (the requester is not among them).
+    cc_contacts = await ensure_contacts(session, [ref for o in openings for ref in o.request.cc], now)
+    participants: list[tuple[Ticket, Contact, ParticipantRole]] = []
+    cc_of: list[list[Contact]] = []
+    for ticket, o in zip(tickets, openings, strict=True):
+        participants.append((ticket, o.requester, ParticipantRole.REQUESTER))
+        cc = list({c.id: c for ref in o.request.cc
+                   if (c := cc_contacts[normalize_email(ref.email)]).id != o.requester.id}.values())
+        participants += [(ticket, contact, ParticipantRole.CC) for contact in cc]
+        cc_of.append(cc)
+    await add_new_participants(session, participants)
+
+    messages = [_new_message(desk, ticket, Direction.INBOUND, o.request.content, contact=o.requester)
+                for ticket, o in zip(tickets, openings, strict=True)]
+    await insert_all_now(session, messages, key="ticket_id")  # one message per new ticket
+
+    changes = []
+    for ticket, message, cc, o in zip(tickets, messages, cc_of, openings, strict=True):
+        await store_attachments(session, desk.files, message, o.request.content.attachments)
+        await add_tags(session, ticket, normalize_tags(desk, o.request.tags))
+        for contact in cc:
+            await record(session, EventType.PARTICIPANT_ADDED, at=now, ticket=ticket, data={"email": contact.email})
+        await record(session, EventType.TICKET_OPENED, at=now, ticket=ticket, message=message, contact=o.requester,
+                     data={"follow_up_of": o.follow_up_of.number if o.follow_up_of else None,
+                           "machine": o.request.content.is_machine})
+        changes.append(TicketChange(ticket, message, created=True))
+    return changes
 
 
 async def _add_cc(session: AsyncSession, desk: Desk, ticket: Ticket, cc: Sequence[ContactRef]) -> None:
@@ -209,7 +253,15 @@ async def _add_message(
     contact: Contact | None = None,
     staff: Staff | None = None,
 ) -> Message:
-    message = Message(
+    message = _new_message(desk, ticket, direction, content, contact=contact, staff=staff)
+    await insert_now(session, message)
+    await store_attachments(session, desk.files, message, content.attachments)
+    return message
+
+
+def _new_message(desk: Desk, ticket: Ticket, direction: Direction, content: MailContent, *,
+                 contact: Contact | None = None, staff: Staff | None = None) -> Message:
+    return Message(
         ticket_id=ticket.id, direction=direction, author_contact_id=contact.id if contact else None,
         author_staff_id=staff.id if staff else None, subject=content.subject[:MAX_SUBJECT],
         body_text=content.text, new_text=content.new_text if content.new_text is not None else content.text,
@@ -217,6 +269,3 @@ async def _add_message(
         references=content.references, is_machine=content.is_machine,
         inbound_mail_id=content.inbound_mail_id, created_at=desk.clock(),
     )
-    await insert_now(session, message)
-    await store_attachments(session, desk.files, message, content.attachments)
-    return message

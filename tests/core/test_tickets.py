@@ -51,6 +51,39 @@ async def test_open_ticket_records_requester_message_and_event(desk):
     assert await event_types(desk, ticket.id) == [EventType.TICKET_OPENED]
 
 
+async def test_open_tickets_opens_several_together_as_one_by_one_would(desk):
+    await services.block_sender(desk, "bob@example.org", AGENT, reason="test")  # an existing contact, unnamed
+    bob, carol = ContactRef("bob@example.org", "Bob B"), ContactRef("carol@example.org", "Carol")
+    requests = [
+        services.NewTicket(ALICE, MailContent(text="one", subject="First", message_id="<a1@example.org>"),
+                           cc=[bob, carol, ContactRef("alice@example.org")], tags=["vip"]),
+        services.NewTicket(bob, MailContent(text="two", subject="  Second\r\n  subject ",
+                                            attachments=[NewAttachment("a.txt", "text/plain", b"hello")]),
+                           cc=[ALICE], category="billing"),
+        services.NewTicket(ContactRef("dave@example.org"), MailContent(text="auto", subject="", is_machine=True)),
+    ]
+
+    changes = await services.open_tickets(desk, requests)
+
+    first = desk.settings.first_ticket_number
+    assert [c.ticket.number for c in changes] == [first, first + 1, first + 2]
+    assert all(c.created and c.message is not None and c.message.ticket_id == c.ticket.id for c in changes)
+    one, two, three = [await ticket_detail(desk, c.ticket.number) for c in changes]
+    assert (one.requester, one.participants, one.tags) == (
+        "alice@example.org", ["alice@example.org", "bob@example.org", "carol@example.org"], ["vip"])
+    assert (two.requester, two.requester_name, two.subject, two.category) == (
+        "bob@example.org", "Bob B", "Second subject", "billing")
+    assert two.participants == ["bob@example.org", "alice@example.org"]
+    assert [a.filename for a in two.messages[0].attachments] == ["a.txt"]
+    assert (three.subject, three.messages[0].text) == ("(no subject)", "auto")
+    assert [await event_types(desk, c.ticket.id) for c in changes] == [
+        [EventType.PARTICIPANT_ADDED, EventType.PARTICIPANT_ADDED, EventType.TICKET_OPENED],
+        [EventType.PARTICIPANT_ADDED, EventType.TICKET_OPENED],
+        [EventType.TICKET_OPENED]]
+    assert (await services.open_ticket(desk, ALICE, MailContent(text="x", subject="y"))).ticket.number == first + 3
+    assert await services.open_tickets(desk, []) == []
+
+
 async def test_ticket_numbers_are_never_reused_after_a_failed_open(desk):
     first = await open_one(desk)
     with pytest.raises(UserError):

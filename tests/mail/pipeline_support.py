@@ -55,6 +55,27 @@ async def deliver(desk: Desk, ctx: InboundContext, raw: bytes, *, envelope_from:
     return await process_stored(desk, stored.id, ctx)
 
 
+def break_ticket_creation(monkeypatch: pytest.MonkeyPatch, word: str) -> None:
+    """Ticket creation raises for mail whose subject has `word`, in both ways processing opens
+    tickets: alone (open_ticket) and for a batch (open_tickets, all of its new tickets at once)."""
+    from mail_gateway import processing
+
+    real_open, real_open_many = processing.open_ticket, processing.open_tickets
+
+    async def open_one(desk: Desk, requester: Any, content: Any, **kwargs: Any) -> Any:
+        if word in content.subject:
+            raise RuntimeError("simulated bug in ticket creation")
+        return await real_open(desk, requester, content, **kwargs)
+
+    async def open_many(desk: Desk, requests: Any, **kwargs: Any) -> Any:
+        if any(word in r.content.subject for r in requests):
+            raise RuntimeError("simulated bug in ticket creation")
+        return await real_open_many(desk, requests, **kwargs)
+
+    monkeypatch.setattr(processing, "open_ticket", open_one)
+    monkeypatch.setattr(processing, "open_tickets", open_many)
+
+
 async def count(desk: Desk, model: type, *where: object) -> int:
     async with desk.db.read() as session:
         return int(await session.scalar(select(func.count()).select_from(model).where(*where)) or 0)

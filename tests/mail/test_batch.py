@@ -5,17 +5,17 @@ from __future__ import annotations
 import logging
 
 import pytest
+from sqlalchemy import select
 
 from core import inbound
 from core.desk import Desk
 from core.enums import InboundStatus
 from core.inbound import RawMail, store_raw_many
-from core.models import InboundMail, Message, Ticket
-from mail_gateway import processing
+from core.models import Contact, InboundMail, Message, Participant, Ticket
 from mail_gateway.processing import Kind, process_batch
 from mail_gateway.store import store_received, store_received_many
 from tests.mail import pipeline_support
-from tests.mail.pipeline_support import count, make_context, stored_row
+from tests.mail.pipeline_support import break_ticket_creation, count, make_context, stored_row
 from tests.mail.test_processing import simple_mail
 
 desk = pipeline_support.desk
@@ -49,16 +49,41 @@ async def test_one_batch_opens_threads_and_recognises_a_copy_like_one_by_one(des
     assert all(r.status == InboundStatus.PROCESSED and r.ticket_id is not None for r in rows)
 
 
+async def test_new_tickets_of_a_batch_are_written_together_and_later_mail_sees_them(
+        desk: Desk, caplog: pytest.LogCaptureFixture) -> None:
+    # A batch opens its new tickets together; a mail that depends on one of them (same sender: its
+    # contact and the rate limit; an address cc'd before) must still see it, as one by one would.
+    raws = [simple_mail("dan@customer.test", "Question 1", extra="Cc: carol@customer.test\r\n"),
+            simple_mail("Carol Jones <carol@customer.test>", "My own question"),
+            simple_mail("erin@customer.test", "Unrelated"),
+            *(simple_mail("dan@customer.test", f"Question {i}") for i in range(2, 8))]
+    stored = await store_received_many(desk, raws, source="test")
+
+    with caplog.at_level(logging.WARNING, logger="mail_gateway.processing"):
+        outcomes = await process_batch(desk, [s.id for s in stored], ctx)
+
+    assert "rolled back" not in caplog.text  # the batch path did it, not the one-by-one fallback
+    # dan may open 5 tickets in 10 minutes (the default): his 6th and 7th new mail are held.
+    assert [o.kind for o in outcomes] == [Kind.OPENED] * 7 + [Kind.HELD] * 2
+    first = outcomes[0].ticket_number
+    assert first is not None
+    assert [o.ticket_number for o in outcomes[:7]] == list(range(first, first + 7))
+    assert "sender opened 5 tickets" in outcomes[7].detail
+    async with desk.db.read() as session:
+        carol = await session.scalar(select(Contact).where(Contact.email == "carol@customer.test"))
+        assert carol is not None and carol.name == "Carol Jones"  # made as dan's cc, named by her own mail
+        requester = await session.scalar(select(Ticket.requester_id).where(Ticket.number == first + 1))
+        assert requester == carol.id
+        cc_of_first = await session.scalars(
+            select(Participant.contact_id).join(Ticket, Ticket.id == Participant.ticket_id)
+            .where(Ticket.number == first, Participant.role == "cc"))
+        assert list(cc_of_first) == [carol.id]
+    assert await count(desk, Contact) == 3 and await count(desk, Message) == 7
+
+
 async def test_a_failure_inside_a_batch_undoes_the_batch_and_each_mail_is_settled_alone(
         desk: Desk, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
-    real_open = processing.open_ticket
-
-    async def open_unless_poison(desk_, requester, content, **kwargs):  # type: ignore[no-untyped-def]
-        if "poison" in content.subject:
-            raise RuntimeError("simulated bug in ticket creation")
-        return await real_open(desk_, requester, content, **kwargs)
-
-    monkeypatch.setattr(processing, "open_ticket", open_unless_poison)
+    break_ticket_creation(monkeypatch, "poison")
     subjects = ["first", "second", "poison pill", "fourth"]
     ids = [(await store_received(desk, simple_mail(f"c{i}@customer.test", s), source="test")).id
            for i, s in enumerate(subjects)]

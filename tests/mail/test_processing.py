@@ -24,6 +24,7 @@ from mail_gateway.worker import InboundWorker
 from tests.mail import pipeline_support
 from tests.mail.pipeline_support import (
     FIXTURES,
+    break_ticket_creation,
     count,
     deliver,
     events_of_type,
@@ -375,14 +376,7 @@ async def test_oversize_mail_is_held_with_its_size(desk):
 # --- quarantine and retry --------------------------------------------------------------------------
 
 async def test_mail_that_makes_processing_raise_is_quarantined_and_the_next_is_processed(desk, monkeypatch):
-    real_open = processing.open_ticket
-
-    async def broken_open(desk_, requester, content, **kwargs):
-        if "poison" in content.subject:
-            raise RuntimeError("simulated bug in ticket creation")
-        return await real_open(desk_, requester, content, **kwargs)
-
-    monkeypatch.setattr(processing, "open_ticket", broken_open)
+    break_ticket_creation(monkeypatch, "poison")
     bad = await store_received(desk, simple_mail("p@customer.test", "poison pill"), source="test")
     good = await store_received(desk, simple_mail("g@customer.test", "normal question"), source="test")
     worker = InboundWorker(desk, ctx)
@@ -393,7 +387,7 @@ async def test_mail_that_makes_processing_raise_is_quarantined_and_the_next_is_p
     assert good_row.status == InboundStatus.PROCESSED and good_row.ticket_id is not None
     assert len(await events_of_type(desk, EventType.MAIL_QUARANTINED)) == 1
 
-    monkeypatch.setattr(processing, "open_ticket", real_open)  # the fix is deployed
+    monkeypatch.undo()  # the fix is deployed
     assert await inbound.requeue(desk, [bad.id]) == 1
     retried = await process_stored(desk, bad.id, ctx)
     assert retried.kind == Kind.OPENED
