@@ -206,8 +206,10 @@ class Run:
     load: float = 0.0  # the machine's 1-minute load average at the end (2 cores here)
 
 
-PROCESSING_STEPS = ("_parse", "match_thread", "evaluate", "open_ticket", "add_customer_message", "mark_processed",
-                    "claim_many", "received_rows")
+# Coroutine functions only (claim_many is a context manager). A batch opens its new tickets with
+# open_tickets; open_ticket shows up only when a batch fell back to one mail at a time.
+PROCESSING_STEPS = ("_parse", "match_thread", "evaluate", "open_ticket", "open_tickets", "remember_contacts",
+                    "add_customer_message", "mark_processed", "received_rows")
 
 
 def instrument(spent: dict[str, float]) -> None:

@@ -149,9 +149,10 @@ async def settle_batch(desk: Desk, batch: PreparedBatch, ctx: InboundContext) ->
             session = claims[0].session if claims else None  # one transaction for all of them
             if session is not None:
                 openings = _Openings(session)
+                # One question for the contacts of every sender and recipient of the batch.
+                await remember_contacts(session, [address for held in claims
+                                                  for address in _addresses(batch.parsed[held.mail.id], held.mail, ctx)])
                 keys = {held.mail.id: _keys(batch.parsed[held.mail.id], held.mail, ctx) for held in claims}
-                await remember_contacts(session, [k[len("at:"):] for ks in keys.values() for k in ks
-                                                  if k.startswith("at:")])
                 for held in claims:
                     if not held.alone or openings.touched_by(keys[held.mail.id]):
                         outcomes.update(await openings.write(desk))  # this mail must see them in the database
@@ -193,6 +194,8 @@ class _Openings:
         return not self.keys.isdisjoint(keys)
 
     async def write(self, desk: Desk) -> dict[int, Outcome]:
+        if not self.waiting:
+            return {}
         waiting, self.waiting, self.keys = self.waiting, [], set()
         changes = await open_tickets(desk, [o.request for o in waiting], session=self.session)
         outcomes = {}
@@ -205,16 +208,22 @@ class _Openings:
         return outcomes
 
 
+def _addresses(parsed: ParsedMail | Exception, stored: InboundMail, ctx: InboundContext) -> list[str]:
+    """The addresses whose contacts processing a mail asks about: its sender and other recipients."""
+    if isinstance(parsed, Exception):
+        return []
+    sender = _sender(parsed, stored)
+    return [*([sender] if sender else []), *(ref.email for ref in _cc(parsed, ctx, sender or ""))]
+
+
 def _keys(parsed: ParsedMail | Exception, stored: InboundMail, ctx: InboundContext) -> set[str]:
     """What a mail's processing reads or writes that another mail of its batch may share: the
     contacts of its sender and other recipients, and the Message-IDs it has or refers to
     (lowercased: equal ones must meet)."""
     if isinstance(parsed, Exception):
         return set()
-    sender = _sender(parsed, stored)
-    addresses = [sender or "", *(ref.email for ref in _cc(parsed, ctx, sender or ""))]
     ids = [parsed.message_id or "", *parsed.in_reply_to, *parsed.references]
-    return ({f"at:{a}" for a in addresses if a}
+    return ({f"at:{address}" for address in _addresses(parsed, stored, ctx)}
             | {f"id:{i.strip().strip('<>').lower()}" for i in ids if i.strip("<> ")})
 
 

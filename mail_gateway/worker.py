@@ -17,8 +17,8 @@ log = logging.getLogger("mail_gateway.worker")
 
 BATCH = 400  # ids read per look at the queue; settled TRANSACTION_BATCH at a time
 # Mails settled in one transaction. SQLite's write lock is held that long (other writers of this
-# process, such as the SMTP listener's store, queue behind it), so it stays short: about 150 ms
-# here. Larger batches gained under 2% in bench/ingest.py.
+# process, such as the SMTP listener's store, queue behind it), so it stays short: about 70 ms
+# here.
 TRANSACTION_BATCH = 50
 STOP_GRACE_SECONDS = 10.0
 
