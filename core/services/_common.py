@@ -135,7 +135,7 @@ async def ensure_contacts(session: AsyncSession, refs: Sequence[ContactRef], now
             names[email] = _clean_name(ref.name)
     await remember_contacts(session, names)
     seen = _contacts_seen(session)
-    missing = [email for email in names if seen[email] is None]
+    missing = sorted(email for email in names if seen[email] is None)  # one lock order for concurrent writers
     if missing:
         rows = [{"email": email, "name": names[email], "blocked": False, "created_at": now} for email in missing]
         for contact in await session.scalars(_insert_contacts(dialect_of(session)), rows):

@@ -196,6 +196,9 @@ async def _open_many(desk: Desk, session: AsyncSession, openings: Sequence[_Open
     if not openings:
         return []
     now = desk.clock()
+    # Contacts before the counter: on PostgreSQL the counter's row lock is held to the commit, so a
+    # concurrent batch never waits for it while holding a new contact this one also inserts.
+    cc_contacts = await ensure_contacts(session, [ref for o in openings for ref in o.request.cc], now)
     numbers = await next_ticket_numbers(session, desk.settings.first_ticket_number, len(openings))
     tickets = [Ticket(
         number=number, subject=" ".join(o.request.content.subject.split())[:MAX_SUBJECT] or "(no subject)",
@@ -207,7 +210,6 @@ async def _open_many(desk: Desk, session: AsyncSession, openings: Sequence[_Open
     await insert_all_now(session, tickets, key="number")
 
     # Everyone else the mail went to becomes a participant (the requester is not among them).
-    cc_contacts = await ensure_contacts(session, [ref for o in openings for ref in o.request.cc], now)
     participants: list[tuple[Ticket, Contact, ParticipantRole]] = []
     cc_of: list[list[Contact]] = []
     for ticket, o in zip(tickets, openings, strict=True):
