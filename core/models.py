@@ -159,6 +159,8 @@ class Message(Base):
     message_id: Mapped[str | None] = mapped_column(String(998), index=True)
     in_reply_to: Mapped[str | None] = mapped_column(Text)
     references: Mapped[str | None] = mapped_column(Text)
+    # The Message-ID this one answers, indexed: an original read after its reply finds the reply.
+    parent_message_id: Mapped[str | None] = mapped_column(String(998), index=True)
     is_machine: Mapped[bool] = mapped_column(Boolean, default=False)  # auto-reply, bounce, list
     inbound_mail_id: Mapped[int | None] = mapped_column(ForeignKey("inbound_mail.id"))
     created_at: Mapped[datetime]

@@ -1,4 +1,5 @@
-"""Thread matching: which ticket an inbound mail belongs to, in the order of DESIGN.md step 3."""
+"""Thread matching: which ticket an inbound mail belongs to, in the order of DESIGN.md step 3,
+with one step before "new ticket": an original read after a stored reply to it."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.desk import Desk
+from core.enums import Direction
 from core.inbound import EarlierCopy, find_earlier_copy
 from core.models import InboundMail, Message, OutboxMail, Ticket
 from core.services._common import MAX_MERGE_HOPS, is_participant
@@ -23,6 +25,7 @@ if TYPE_CHECKING:
 
 MAX_IDS_LOOKED_UP = 50  # of a long References chain, the newest ones matter
 MAX_BODY_SCANNED = 200_000  # characters searched for the footer token
+MAX_TICKETS_ANSWERING = 5  # stored replies to one original, looked at for its ticket
 
 
 class Via(StrEnum):
@@ -30,6 +33,7 @@ class Via(StrEnum):
     TOKEN = "signed token"
     REFERENCES = "references"
     SUBJECT_TAG = "subject tag"
+    LATER_REPLY = "a reply read before it"
     NEW = "new"
 
 
@@ -71,6 +75,9 @@ async def match_thread(session: AsyncSession, desk: Desk, stored: InboundMail, m
     number = await _by_subject_tag(session, desk, mail.subject or "", sender)
     if number is not None:
         return ThreadMatch(Via.SUBJECT_TAG, number)
+    number = await _by_reply_read_first(session, mail.message_id, sender)
+    if number is not None:
+        return ThreadMatch(Via.LATER_REPLY, number)
     return ThreadMatch(Via.NEW)
 
 
@@ -118,6 +125,20 @@ async def _by_subject_tag(session: AsyncSession, desk: Desk, subject: str, sende
     return None
 
 
+async def _by_reply_read_first(session: AsyncSession, message_id: str | None, sender: str | None) -> int | None:
+    """An original read after a reply to it (another mailbox, a delayed delivery) joins the ticket
+    the reply opened, if its sender takes part there: whoever sends a reply picks what it answers."""
+    forms = _id_forms([message_id or ""])
+    if not forms or not sender:
+        return None
+    for number, merged_into in (await session.execute(_ANSWERED_BY, {"forms": forms})).all():
+        live = number if merged_into is None else await _live_number(session, number)
+        ticket = await session.scalar(select(Ticket).where(Ticket.number == live)) if live is not None else None
+        if ticket is not None and await is_participant(session, ticket, sender):
+            return ticket.number
+    return None
+
+
 async def _live_number(session: AsyncSession, number: int) -> int | None:
     """The ticket number mail should go to, following merges; None if there is no such ticket."""
     for _ in range(MAX_MERGE_HOPS):
@@ -140,5 +161,9 @@ _BY_MESSAGE_ID = (select(Ticket.number, Ticket.merged_into_id).join(Message, Mes
                   .order_by(Message.id.desc()).limit(1))
 _BY_OUTBOX_ID = (select(Ticket.number, Ticket.merged_into_id).join(OutboxMail, OutboxMail.ticket_id == Ticket.id)
                  .where(OutboxMail.rfc822_message_id.in_(bindparam("forms", expanding=True))).limit(1))
+_ANSWERED_BY = (select(Ticket.number, Ticket.merged_into_id).join(Message, Message.ticket_id == Ticket.id)
+                .where(Message.parent_message_id.in_(bindparam("forms", expanding=True)),
+                       Message.direction == Direction.INBOUND)
+                .order_by(Message.id).limit(MAX_TICKETS_ANSWERING))
 _NUMBER_OF = select(Ticket.number).where(Ticket.id == bindparam("ticket_id"))
 _MERGED_INTO = select(Ticket.merged_into_id).where(Ticket.number == bindparam("number"))

@@ -268,6 +268,12 @@ def _new_message(desk: Desk, ticket: Ticket, direction: Direction, content: Mail
         author_staff_id=staff.id if staff else None, subject=content.subject[:MAX_SUBJECT],
         body_text=content.text, new_text=content.new_text if content.new_text is not None else content.text,
         body_html=content.html, message_id=content.message_id, in_reply_to=content.in_reply_to,
-        references=content.references, is_machine=content.is_machine,
+        references=content.references, parent_message_id=_replied_to(content), is_machine=content.is_machine,
         inbound_mail_id=content.inbound_mail_id, created_at=desk.clock(),
     )
+
+
+def _replied_to(content: MailContent) -> str | None:
+    """The Message-ID a mail answers: its In-Reply-To, else the last of its References."""
+    ids = (content.in_reply_to or "").split()[:1] or (content.references or "").split()[-1:]
+    return ids[0] if ids and len(ids[0]) <= 998 else None

@@ -49,6 +49,18 @@ async def test_one_batch_opens_threads_and_recognises_a_copy_like_one_by_one(des
     assert all(r.status == InboundStatus.PROCESSED and r.ticket_id is not None for r in rows)
 
 
+async def test_an_original_behind_its_reply_in_one_batch_joins_the_replys_ticket(desk: Desk) -> None:
+    raws = [reply_to("orig@customer.test", "ann@customer.test", "Printer jams", own_id="re1@customer.test"),
+            simple_mail("ann@customer.test", "Printer jams", message_id="orig@customer.test")]
+    stored = await store_received_many(desk, raws, source="test")
+
+    outcomes = await process_batch(desk, [s.id for s in stored], ctx)
+
+    assert [o.kind for o in outcomes] == [Kind.OPENED, Kind.ADDED]
+    assert outcomes[1].ticket_number == outcomes[0].ticket_number
+    assert await count(desk, Ticket) == 1 and await count(desk, Message) == 2
+
+
 async def test_new_tickets_of_a_batch_are_written_together_and_later_mail_sees_them(
         desk: Desk, caplog: pytest.LogCaptureFixture) -> None:
     # A batch opens its new tickets together; a mail that depends on one of them (same sender: its

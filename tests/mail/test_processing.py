@@ -212,6 +212,33 @@ async def test_forged_token_and_foreign_message_id_open_a_new_ticket(desk):
     assert len(await messages_of(desk, number)) == 1
 
 
+async def test_an_original_read_after_its_reply_joins_the_ticket_the_reply_opened(desk):
+    # Ann's follow-up was delivered first (her first mail was delayed, or sat in another mailbox).
+    follow_up = await deliver(desk, ctx, simple_mail(
+        "ann@customer.test", "Re: Printer jams", "Forgot the photo, here it is.", message_id="re1@customer.test",
+        extra="In-Reply-To: <orig@customer.test>\r\nReferences: <orig@customer.test>\r\n"))
+    assert follow_up.kind == Kind.OPENED
+
+    original = await deliver(desk, ctx, simple_mail("Ann <ann@customer.test>", "Printer jams",
+                                                    message_id="orig@customer.test"))
+
+    assert (original.kind, original.ticket_number) == (Kind.ADDED, follow_up.ticket_number)
+    assert "a reply read before it" in original.detail
+    assert await count(desk, Ticket) == 1 and await count(desk, Message) == 2
+
+
+async def test_an_original_from_someone_outside_the_replys_ticket_opens_its_own(desk):
+    # Whoever writes a reply chooses the id it answers: the reply alone cannot pull a stranger's
+    # mail onto its ticket.
+    follow_up = await deliver(desk, ctx, simple_mail(
+        "mallory@elsewhere.test", "Re: anything", message_id="m1@elsewhere.test",
+        extra="In-Reply-To: <orig@customer.test>\r\n"))
+    original = await deliver(desk, ctx, simple_mail("ann@customer.test", "Printer jams",
+                                                    message_id="orig@customer.test"))
+    assert original.kind == Kind.OPENED and original.ticket_number != follow_up.ticket_number
+    assert len(await messages_of(desk, follow_up.ticket_number)) == 1
+
+
 async def test_cc_addresses_become_participants_but_our_own_addresses_do_not(desk):
     outcome = await deliver(desk, ctx, fixture("pipeline_cc_new_request.eml"))
     detail = await ticket_detail(desk, outcome.ticket_number)
