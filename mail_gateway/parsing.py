@@ -3,22 +3,19 @@
 The stdlib parser recurses once per MIME level and re-checks every enclosing boundary on every
 line, so a hostile mail with thousands of nested multiparts costs it quadratic time and then a
 RecursionError. Here the MIME tree is split by hand (linear byte searches, a depth limit, a part
-budget); the stdlib only parses the Content-* parameters of one part at a time.
+budget); the stdlib only parses the Content-* parameters of one part at a time. The byte-level
+pieces (charsets, header fields, multipart splitting) are in mail_gateway.mime.
 """
 
 from __future__ import annotations
 
-import binascii
-import codecs
-import re
-import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
-from datetime import UTC, datetime
-from email.message import Message
-from email.utils import getaddresses, parsedate_to_datetime
+from datetime import datetime
+from email.utils import getaddresses
 from types import MappingProxyType
 
+from mail_gateway import mime
 from mail_gateway.html import html_to_text, sanitize_html
 from mail_gateway.quotes import strip_reply
 
@@ -105,351 +102,20 @@ class ParsedMail:
         return values[0] if values else None
 
 
-# --- limits that are not worth a parameter -------------------------------------------------------
+# --- limits of the walk --------------------------------------------------------------------
 
-_MAX_HEADERS = 1000  # per part; real mails carry fewer than 100
-_MAX_HEADER_SECTION = 1_048_576  # bytes of header lines read per part; real ones are < 64 KiB
-_MAX_HEADER_CHARS = 65_536  # per header value; a long References stays well below
-# compat32 parameter parsing is quadratic in the number of ";" inside quotes, so the
-# Content-* headers it sees are kept short. Real ones are under 1 KiB.
-_MAX_MIME_HEADER_CHARS = 4096
-_MIME_HEADERS = frozenset(
-    {"content-type", "content-disposition", "content-transfer-encoding", "content-id"}
-)
-_MAX_DELIMITER_TAIL = 200  # transport padding allowed after a boundary on its line
 _MAX_DSN_BLOCKS = 200
 _MAX_DSN_BYTES = 65_536  # a real delivery-status part is a few KiB; each block re-reads the rest
 _DEPTH_CEILING = 50  # whatever the caller asks, Python's own recursion limit stays far away
-
-# --- charsets ----------------------------------------------------------------------------------
-
-_FALLBACK_CHARSETS = ("utf-8", "windows-1252", "iso-8859-1")  # the last one never fails
-_NOT_A_CHARSET = frozenset({"unknown", "unknown-8bit", "x-unknown", "x-user-defined", "default"})
-# Labels senders use for text that is really in a superset; decoding with the superset is
-# what every mail client and browser does (WHATWG Encoding).
-_SUPERSETS = {
-    "iso8859-1": "windows-1252",
-    "iso8859-9": "windows-1254",
-    "iso8859-11": "cp874",
-    "tis-620": "cp874",
-    "gb2312": "gb18030",
-    "gbk": "gb18030",
-    "shift_jis": "cp932",
-    "euc_kr": "cp949",
-}
-# Codecs that would interpret escapes in the sender's bytes rather than decode a charset.
-_REFUSED_CODECS = frozenset({"unicode-escape", "raw-unicode-escape", "idna", "punycode"})
-_WINDOWS_LABEL = re.compile(r"(?:cp|win|windows)[-_]?(\d{3,4})")
-_ISO_LABEL = re.compile(r"iso[-_]?8859[-_]?(\d{1,2})(?:-[ie])?")
-
-
-def _codec(label: str | None) -> str | None:
-    """The Python codec for a charset label as senders really write them, or None."""
-    if not label:
-        return None
-    label = "".join(label.split()).strip("\"'").lower()
-    if not label or label in _NOT_A_CHARSET:
-        return None
-    candidates = [label]
-    for pattern, template in ((_WINDOWS_LABEL, "cp{}"), (_ISO_LABEL, "iso8859-{}")):
-        if match := pattern.fullmatch(label):
-            candidates.append(template.format(match.group(1)))
-    for candidate in candidates:
-        try:
-            name = codecs.lookup(candidate).name
-        except LookupError:
-            continue
-        return None if name in _REFUSED_CODECS else _SUPERSETS.get(name, name)
-    return None
-
-
-def _decode_bytes(data: bytes, label: str | None, defects: list[str]) -> str:
-    """Decode with the declared charset, else the first fallback that fits."""
-    codec = _codec(label)
-    if codec is not None:
-        try:
-            return data.decode(codec)
-        except (UnicodeError, LookupError):  # LookupError: a bytes-to-bytes codec like "base64"
-            pass
-    for fallback in _FALLBACK_CHARSETS:
-        try:
-            text = data.decode(fallback)
-        except UnicodeError:
-            continue
-        if label and codec != fallback:
-            defects.append(f"charset {label!r} did not decode the text; read it as {fallback}")
-        return text
-    raise AssertionError("iso-8859-1 decodes every byte string")
-
-
-# C0 controls other than tab and newline, and DEL: binary junk in text, and PostgreSQL text
-# columns refuse NUL.
-_TEXT_JUNK = dict.fromkeys([*range(0x09), 0x0B, 0x0C, *range(0x0E, 0x20), 0x7F])
-
-
-def _clean_text(text: str) -> str:
-    """One newline convention and no control characters."""
-    return text.replace("\r\n", "\n").replace("\r", "\n").translate(_TEXT_JUNK)
-
-
-# --- headers -----------------------------------------------------------------------------------
-
-_HEADER_NAME = re.compile(rb"([\x21-\x39\x3b-\x7e]{1,200})[ \t]*:")
-_BLANK_LINE = re.compile(rb"\n\r?\n")
-_ENCODED_WORD = re.compile(r"=\?([^?\s*]+)(?:\*[^?\s]*)?\?([bBqQ])\?([^?\s]*)\?=")
-_BASE64_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
-_NOT_BASE64 = bytes(sorted(set(range(256)) - set(_BASE64_ALPHABET)))
-_CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]+")
-
-
-def _split_head(raw: bytes, defects: list[str]) -> tuple[list[tuple[str, str]], bytes]:
-    """Split a part into its header fields (name, unfolded value) and its body."""
-    if raw.startswith((b"\n", b"\r\n")):
-        return [], raw[raw.index(b"\n") + 1 :]
-    blank = _BLANK_LINE.search(raw)
-    head_end, body_start = (blank.start() + 1, blank.end()) if blank else (len(raw), len(raw))
-    if head_end > _MAX_HEADER_SECTION:
-        defects.append(f"header section over {_MAX_HEADER_SECTION} bytes; the rest was ignored")
-    fields: list[tuple[str, bytearray]] = []
-    offset = 0
-    for line in raw[: min(head_end, _MAX_HEADER_SECTION)].split(b"\n"):
-        line_length = len(line) + 1
-        line = line.rstrip(b"\r")
-        if not line:
-            pass  # the empty piece after the last newline
-        elif line[:1] in (b" ", b"\t") and fields:
-            if len(fields[-1][1]) <= _MAX_HEADER_CHARS:  # past it means "cut" further down
-                fields[-1][1].extend(line)  # unfolding keeps the whitespace, drops the CRLF
-        elif match := _HEADER_NAME.match(line):
-            if len(fields) >= _MAX_HEADERS:
-                defects.append(f"more than {_MAX_HEADERS} header fields; the rest were ignored")
-                break
-            fields.append((match.group(1).decode("ascii"), bytearray(line[match.end() :])))
-        elif offset == 0 and line.startswith((b"From ", b">From ")):
-            pass  # an mbox separator line
-        else:
-            if fields:
-                defects.append("a header line is not a header; the rest was read as body")
-            return _header_texts(fields, defects), raw[offset:]
-        offset += line_length
-    return _header_texts(fields, defects), raw[body_start:]
-
-
-def _header_texts(
-    fields: list[tuple[str, bytearray]], defects: list[str]
-) -> list[tuple[str, str]]:
-    # Raw 8-bit header bytes are UTF-8 by RFC 6532, and legacy charsets in practice.
-    for name, value in fields:
-        if len(value) > _MAX_HEADER_CHARS:
-            defects.append(f"header {name[:40]} is longer than {_MAX_HEADER_CHARS} bytes; cut")
-    return [
-        (name, _decode_bytes(bytes(value[:_MAX_HEADER_CHARS]), None, defects).strip())
-        for name, value in fields
-    ]
-
-
-def _base64(data: bytes) -> bytes:
-    """Lenient base64: ignores line breaks, junk and missing padding."""
-    clean = data.translate(None, _NOT_BASE64)
-    if len(clean) % 4 == 1:
-        clean = clean[:-1]  # a lone sextet carries no whole byte
-    return binascii.a2b_base64(clean + b"=" * (-len(clean) % 4))
-
-
-def _encoded_word_bytes(encoding: str, text: str) -> bytes:
-    data = text.encode("utf-8", "replace")
-    return _base64(data) if encoding in "bB" else binascii.a2b_qp(data, header=True)
-
-
-def _decode_words(value: str, defects: list[str]) -> str:
-    """Decode RFC 2047 encoded words, leniently (also inside quotes and next to text)."""
-    if "=?" not in value:
-        return value
-    out: list[str] = []
-    run, run_charset = b"", ""
-    pos = 0
-    for match in _ENCODED_WORD.finditer(value):
-        gap = value[pos : match.start()]
-        pos = match.end()
-        charset = match.group(1).lower()
-        # Whitespace between two encoded words is folding, not text (RFC 2047 section 6.2).
-        if run and not gap.strip():
-            gap = ""
-        # Adjacent words in one charset are decoded together: senders split multibyte
-        # characters across words.
-        if run and (gap or charset != run_charset):
-            out.append(_decode_bytes(run, run_charset, defects))
-            run = b""
-        out.append(gap)
-        run += _encoded_word_bytes(match.group(2), match.group(3))
-        run_charset = charset
-    if run:
-        out.append(_decode_bytes(run, run_charset, defects))
-    out.append(value[pos:])
-    return "".join(out)
-
-
-def _one_line(text: str) -> str:
-    """Control characters (CR and LF above all) out, whitespace runs to one space."""
-    return " ".join(_CONTROL_CHARS.sub(" ", text).split())
-
-
-_MESSAGE_ID = re.compile(r"<([^<>\s]{1,500})>")
-_COMMENT = re.compile(r"\([^()]*\)")
-
-
-def _message_ids(value: str | None) -> list[str]:
-    """Message ids from a Message-ID, In-Reply-To or References value, without duplicates."""
-    if not value:
-        return []
-    value = _COMMENT.sub(" ", value)
-    ids = _MESSAGE_ID.findall(value)
-    if not ids:
-        # Some mailers leave off the brackets; without them only an "@" marks an id.
-        ids = [token.strip("<>,;\"'") for token in value.split() if "@" in token]
-    return list(dict.fromkeys(i for i in ids if i and len(i) <= 500))
 
 
 def _addresses(values: list[str], defects: list[str]) -> list[Address]:
     result = []
     for name, email in getaddresses(values):
-        email = _one_line(email).strip("<>").lower()
+        email = mime.one_line(email).strip("<>").lower()
         if "@" in email:  # "undisclosed-recipients:;" and other garbage give none
-            result.append(Address(_one_line(_decode_words(name, defects)), email))
+            result.append(Address(mime.one_line(mime.decode_words(name, defects)), email))
     return result
-
-
-def _date(value: str | None, defects: list[str]) -> datetime | None:
-    if not value:
-        return None
-    try:
-        parsed = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError, OverflowError):
-        defects.append(f"unreadable Date header {value[:100]!r}")
-        return None
-    # "-0000" means the zone is unknown; UTC is the least surprising reading.
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-
-
-# --- MIME structure ----------------------------------------------------------------------------
-
-
-@dataclass
-class _Part:
-    """One MIME entity: its header fields, its raw body and its Content-* headers parsed."""
-
-    fields: list[tuple[str, str]]
-    body: bytes
-    mime: Message
-
-    @classmethod
-    def parse(cls, raw: bytes, defects: list[str], default_type: str = "text/plain") -> _Part:
-        fields, body = _split_head(raw, defects)
-        mime = Message()
-        mime.set_default_type(default_type)
-        for name, value in fields:
-            if name.lower() in _MIME_HEADERS:
-                mime[name] = value[:_MAX_MIME_HEADER_CHARS]
-        return cls(fields, body, mime)
-
-    def param(self, name: str, header: str = "content-type") -> str:
-        value = self.mime.get_param(name, "", header)
-        if isinstance(value, tuple):  # RFC 2231: (charset, language, value)
-            value = value[2]
-        return str(value).strip()
-
-    def filename(self, defects: list[str]) -> str | None:
-        name = self.mime.get_filename()  # Content-Disposition filename, else Content-Type name
-        return _decode_words(name, defects) if name else None
-
-
-def _split_multipart(body: bytes, boundary: str, limit: int, defects: list[str]) -> list[bytes]:
-    """The raw child entities of a multipart body; at most `limit` of them."""
-    delimiter = b"--" + boundary.encode("utf-8", "replace")
-    parts: list[bytes] = []
-    start: int | None = None  # where the current child begins
-    pos = body.find(delimiter)
-    while pos >= 0:
-        after = pos + len(delimiter)
-        # Only a whole line is a delimiter: "--boundary", maybe "--", maybe padding.
-        line_end = body.find(b"\n", after, after + _MAX_DELIMITER_TAIL)
-        if line_end < 0 and len(body) - after < _MAX_DELIMITER_TAIL:
-            line_end = len(body)
-        at_line_start = pos == 0 or body[pos - 1 : pos] in (b"\n", b"\r")
-        tail = body[after:line_end].rstrip(b"\r") if line_end >= 0 else b"?"
-        closing = tail.startswith(b"--")
-        if at_line_start and not (tail[2:] if closing else tail).strip(b" \t"):
-            if start is not None:
-                # The line break before a delimiter belongs to the delimiter (RFC 2046).
-                end = pos - (2 if body[pos - 2 : pos] == b"\r\n" else 1)
-                parts.append(body[start:max(start, end)])
-                if len(parts) >= limit:
-                    return parts
-            if closing:
-                return parts
-            start = line_end + 1
-        pos = body.find(delimiter, after)
-    if start is not None:
-        defects.append("a multipart has no closing boundary; the mail may be truncated")
-        parts.append(body[start:])
-    return parts
-
-
-def _transfer_decode(part: _Part, defects: list[str]) -> bytes:
-    encoding = str(part.mime.get("content-transfer-encoding", "")).strip().lower()
-    if encoding == "base64":
-        return _base64(part.body)
-    if encoding == "quoted-printable":
-        return binascii.a2b_qp(part.body)
-    if encoding not in ("", "7bit", "8bit", "binary"):
-        defects.append(f"unknown Content-Transfer-Encoding {encoding[:40]!r}; kept the raw bytes")
-    return part.body
-
-
-def _unflow(text: str, delsp: bool) -> str:
-    """Join the soft-broken lines of format=flowed text (RFC 3676)."""
-    out: list[str] = []
-    previous_depth, joining = 0, False
-    for line in text.split("\n"):
-        depth = len(line) - len(line.lstrip(">"))
-        content = line[depth:]
-        content = content.removeprefix(" ")  # space-stuffing
-        flowed = content.endswith(" ") and content != "-- "
-        if flowed and delsp:
-            content = content[:-1]
-        if joining and depth == previous_depth:
-            out[-1] += content
-        else:
-            quote = ">" * depth
-            out.append(content if not depth else f"{quote} {content}" if content else quote)
-        previous_depth, joining = depth, flowed
-    return "\n".join(out)
-
-
-_EXTENSIONS = {
-    "application/pdf": ".pdf", "application/zip": ".zip", "image/gif": ".gif",
-    "image/jpeg": ".jpg", "image/png": ".png", "image/webp": ".webp", "message/global": ".eml",
-    "message/rfc822": ".eml", "text/calendar": ".ics", "text/csv": ".csv", "text/html": ".html",
-    "text/plain": ".txt",
-}
-
-
-def _safe_filename(name: str | None, content_type: str, index: int) -> str:
-    """A name that is safe to show and to store: no path, no control or bidi characters."""
-    if name:
-        name = name.replace("\\", "/").rsplit("/", 1)[-1]
-        # Category C: controls, format characters (bidi overrides disguise "gpj.exe"), unassigned.
-        name = "".join(c for c in name if unicodedata.category(c)[0] != "C")
-        name = name.strip().lstrip(".").strip()  # no hidden files, no ".."
-        if len(name) > 200:
-            stem, dot, extension = name.rpartition(".")
-            name = stem[:180] + dot + extension[:19] if dot and len(extension) < 20 else name[:200]
-    return name or f"attachment-{index}{_EXTENSIONS.get(content_type, '.bin')}"
-
-
-def _content_id(value: object) -> str | None:
-    content_id = _one_line(str(value or "")).strip("<> ")
-    return content_id[:500] or None
 
 
 # --- walking one mail --------------------------------------------------------------------------
@@ -512,7 +178,7 @@ class _Walker:
         if defect not in self.defects:
             self.defects.append(defect)
 
-    def walk(self, part: _Part, depth: int) -> None:
+    def walk(self, part: mime.Part, depth: int) -> None:
         if depth > self.budget.max_depth:
             self.note(f"MIME nesting deeper than {self.budget.max_depth} levels; not read")
             return
@@ -526,10 +192,10 @@ class _Walker:
         else:
             self._leaf(part, content_type, depth)
 
-    def _multipart(self, part: _Part, content_type: str, depth: int) -> None:
+    def _multipart(self, part: mime.Part, content_type: str, depth: int) -> None:
         boundary = part.param("boundary")
         raw_children = (
-            _split_multipart(part.body, boundary[:200], self.budget.parts_left + 1, self.defects)
+            mime.split_multipart(part.body, boundary[:200], self.budget.parts_left + 1, self.defects)
             if boundary
             else []
         )
@@ -538,7 +204,7 @@ class _Walker:
             self._body(part.body, "text/plain", part)
             return
         default_type = "message/rfc822" if content_type == "multipart/digest" else "text/plain"
-        children = [_Part.parse(raw, self.defects, default_type) for raw in raw_children]
+        children = [mime.Part.parse(raw, self.defects, default_type) for raw in raw_children]
         if content_type == "multipart/alternative":
             self._alternative(children, depth + 1)
         elif content_type == "multipart/report" and self.report_type is None:
@@ -547,7 +213,7 @@ class _Walker:
             for child in children:
                 self.walk(child, depth + 1)
 
-    def _alternative(self, children: list[_Part], depth: int) -> None:
+    def _alternative(self, children: list[mime.Part], depth: int) -> None:
         first_text, first_html = len(self.texts), len(self.htmls)
         versions: list[tuple[list[str | _Html], list[str]]] = []
         for child in children:
@@ -563,7 +229,7 @@ class _Walker:
         self.texts[first_text:] = (plain or derived or [[]])[-1]
         self.htmls[first_html:] = (html or [[]])[-1]
 
-    def _report(self, part: _Part, children: list[_Part], depth: int) -> None:
+    def _report(self, part: mime.Part, children: list[mime.Part], depth: int) -> None:
         self.report_type = part.param("report-type").lower() or "unknown"
         if self.report_type == "delivery-status":
             self.report = _Report(forwarded_before=len(self.forwarded))
@@ -573,8 +239,8 @@ class _Walker:
             self.delivery_report = self._delivery_report(self.report)
             self.report = None
 
-    def _leaf(self, part: _Part, content_type: str, depth: int) -> None:
-        data = _transfer_decode(part, self.defects)
+    def _leaf(self, part: mime.Part, content_type: str, depth: int) -> None:
+        data = mime.transfer_decode(part, self.defects)
         filename = part.filename(self.defects)
         disposition = part.mime.get_content_disposition()
         if content_type in _MESSAGE_TYPES:
@@ -582,21 +248,21 @@ class _Walker:
         elif self.report is not None and content_type in _DSN_STATUS_TYPES:
             self.report.status_blocks = _status_blocks(data)
         elif self.report is not None and content_type in _DSN_HEADERS_TYPES:
-            fields, _ = _split_head(data, [])
+            fields, _ = mime.split_head(data, [])
             self.report.returned_headers = {name.lower(): value for name, value in reversed(fields)}
         elif content_type in _BODY_TYPES and disposition != "attachment" and not filename:
             self._body(data, content_type, part)
         else:
-            content_id = _content_id(part.mime.get("content-id"))
+            content_id = mime.content_id(part.mime.get("content-id"))
             # No Content-Disposition but a Content-ID: an image the HTML shows (multipart/related).
             inline = disposition == "inline" or (disposition is None and content_id is not None)
             self._attach(data, content_type, filename, content_id, inline)
 
-    def _body(self, data: bytes, content_type: str, part: _Part) -> None:
-        text = _clean_text(_decode_bytes(data, part.param("charset") or None, self.defects))
+    def _body(self, data: bytes, content_type: str, part: mime.Part) -> None:
+        text = mime.clean_text(mime.decode_bytes(data, part.param("charset") or None, self.defects))
         if content_type == "text/plain":
             if part.param("format").lower() == "flowed":
-                text = _unflow(text, delsp=part.param("delsp").lower() == "yes")
+                text = mime.unflow(text, delsp=part.param("delsp").lower() == "yes")
             self.texts.append(text)
             return
         if len(text) > self.budget.html_chars_left:
@@ -616,7 +282,7 @@ class _Walker:
         inline: bool,
     ) -> None:
         held_back = len(data) > self.budget.max_attachment_bytes
-        name = _safe_filename(filename, content_type, len(self.attachments) + 1)
+        name = mime.safe_filename(filename, content_type, len(self.attachments) + 1)
         if held_back:
             self.note(f"attachment {name!r} ({len(data)} bytes) is over the limit of "
                       f"{self.budget.max_attachment_bytes} bytes and was held back")
@@ -644,7 +310,7 @@ class _Walker:
         returned = self.forwarded[report.forwarded_before :]
         original_id = returned[0].message_id if returned else None
         if original_id is None:
-            ids = _message_ids(report.returned_headers.get("message-id"))
+            ids = mime.message_ids(report.returned_headers.get("message-id"))
             original_id = ids[0] if ids else None
         return DeliveryReport(
             original_message_id=original_id,
@@ -656,15 +322,15 @@ class _Walker:
 
 def _typed_value(value: str) -> str:
     """ "rfc822; bob@example.org" -> "bob@example.org" (RFC 3464 typed fields)."""
-    return _one_line(value.split(";", 1)[-1])
+    return mime.one_line(value.split(";", 1)[-1])
 
 
 def _recipient_status(block: dict[str, str]) -> RecipientStatus:
     recipient = block.get("final-recipient") or block.get("original-recipient") or ""
     return RecipientStatus(
         recipient=_typed_value(recipient).strip("<>").lower(),
-        action=_one_line(block.get("action", "")).lower(),
-        status=_one_line(block.get("status", "")).split(" ")[0],
+        action=mime.one_line(block.get("action", "")).lower(),
+        status=mime.one_line(block.get("status", "")).split(" ")[0],
         diagnostic=_typed_value(block.get("diagnostic-code", "")),
     )
 
@@ -675,7 +341,7 @@ def _status_blocks(data: bytes) -> list[dict[str, str]]:
     rest = data[:_MAX_DSN_BYTES]
     while len(blocks) < _MAX_DSN_BLOCKS:
         rest = rest.lstrip(b"\r\n \t")
-        fields, remaining = _split_head(rest, [])
+        fields, remaining = mime.split_head(rest, [])
         if not fields:
             break
         blocks.append({name.lower(): value for name, value in reversed(fields)})
@@ -688,7 +354,7 @@ def _status_blocks(data: bytes) -> list[dict[str, str]]:
 
 def _parse(raw: bytes, depth: int, budget: _Budget) -> ParsedMail:
     defects: list[str] = []
-    top = _Part.parse(raw, defects)
+    top = mime.Part.parse(raw, defects)
     if not top.fields:
         defects.append("no header fields: this is not a mail")
     walker = _Walker(budget, defects)
@@ -696,7 +362,7 @@ def _parse(raw: bytes, depth: int, budget: _Budget) -> ParsedMail:
 
     headers: dict[str, list[str]] = {}
     for name, value in top.fields:
-        headers.setdefault(name.lower(), []).append(_one_line(_decode_words(value, defects)))
+        headers.setdefault(name.lower(), []).append(mime.one_line(mime.decode_words(value, defects)))
 
     def raw_values(name: str) -> list[str]:
         return [value for field_name, value in top.fields if field_name.lower() == name]
@@ -705,7 +371,7 @@ def _parse(raw: bytes, depth: int, budget: _Budget) -> ParsedMail:
         values = raw_values(name)
         return values[0] if values else None
 
-    message_ids = _message_ids(first("message-id"))
+    message_ids = mime.message_ids(first("message-id"))
     senders = _addresses(raw_values("from")[:1], defects)
     delivered_to = [
         address.email
@@ -713,7 +379,7 @@ def _parse(raw: bytes, depth: int, budget: _Budget) -> ParsedMail:
         for address in _addresses(raw_values(name), defects)
     ]
     pieces = [
-        _clean_text(html_to_text(piece.html, budget.max_html_chars))
+        mime.clean_text(html_to_text(piece.html, budget.max_html_chars))
         if isinstance(piece, _Html)
         else piece
         for piece in walker.texts
@@ -722,15 +388,15 @@ def _parse(raw: bytes, depth: int, budget: _Budget) -> ParsedMail:
     html = "\n".join(sanitize_html(body).strip() for body in walker.htmls) if walker.htmls else None
     return ParsedMail(
         message_id=message_ids[0] if message_ids else None,
-        in_reply_to=_message_ids(first("in-reply-to")),
-        references=_message_ids(" ".join(raw_values("references"))),
-        subject=_one_line(_decode_words(first("subject") or "", defects)),
+        in_reply_to=mime.message_ids(first("in-reply-to")),
+        references=mime.message_ids(" ".join(raw_values("references"))),
+        subject=mime.one_line(mime.decode_words(first("subject") or "", defects)),
         from_=senders[0] if senders else None,
         reply_to=_addresses(raw_values("reply-to"), defects),
         to=_addresses(raw_values("to"), defects),
         cc=_addresses(raw_values("cc"), defects),
         delivered_to=list(dict.fromkeys(delivered_to)),
-        date=_date(first("date"), defects),
+        date=mime.header_date(first("date"), defects),
         text=text,
         new_text=strip_reply(text),
         html=html,
