@@ -1,4 +1,8 @@
-"""The SMTP listener: aiosmtpd on the app's own loop; stores each accepted mail, then answers 250."""
+"""The SMTP listener: aiosmtpd on the app's own loop; stores each accepted mail, then answers 250.
+
+It speaks SMTP (for an MX, or an MTA relaying to it) or LMTP (RFC 2033, for an MTA's final
+delivery hop: Postfix `lmtp:inet:host:port`), where the answer after DATA is one line per recipient.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from aiosmtpd.lmtp import LMTP
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from core.desk import Desk
@@ -58,17 +63,42 @@ class _Handler:
         return f"250 2.0.0 Ok: queued as {stored.id}"
 
 
-class _Protocol(SMTP):
-    """aiosmtpd's SMTP with RFC 3463 enhanced status codes on its size refusals."""
+def _enhanced(status: Any) -> Any:
+    """RFC 3463 enhanced status code on aiosmtpd's own size refusal."""
+    if isinstance(status, str) and status.startswith("552 Error:"):
+        return "552 5.3.4 Message size exceeds fixed maximum message size"
+    return status
 
+
+class _Protocol(SMTP):
     # RFC 5321 caps lines at 1000 octets, but real senders exceed it (one-line HTML) and Postfix
     # accepts such mail; refusing it with a permanent 500 would bounce a customer's mail.
     line_length_limit = 64 * 1024
 
     async def push(self, status: Any) -> None:
-        if isinstance(status, str) and status.startswith("552 Error:"):
-            status = "552 5.3.4 Message size exceeds fixed maximum message size"
+        await super().push(_enhanced(status))
+
+
+class _LmtpProtocol(LMTP):
+    """After the mail data, LMTP answers once per accepted recipient (RFC 2033 section 4.2).
+    The mail is stored once for all of them, so each gets the same answer."""
+
+    line_length_limit = _Protocol.line_length_limit
+    _answers_per_reply = 1
+
+    async def smtp_DATA(self, arg: str) -> None:
+        try:
+            await super().smtp_DATA(arg)
+        finally:
+            self._answers_per_reply = 1
+
+    async def push(self, status: Any) -> None:
+        status = _enhanced(status)
+        if isinstance(status, str) and self._answers_per_reply > 1:
+            status = "\r\n".join([status] * self._answers_per_reply)
         await super().push(status)
+        if isinstance(status, str) and status.startswith("354") and self.envelope is not None:
+            self._answers_per_reply = max(1, len(self.envelope.rcpt_tos))  # the data follows
 
 
 def tls_context(certificate: Path, key: Path) -> ssl.SSLContext:
@@ -84,8 +114,10 @@ class SmtpListener:
 
     def __init__(self, desk: Desk, ctx: InboundContext, *, host: str = "127.0.0.1", port: int = 2525,
                  max_message_bytes: int = 35 * 1024 * 1024, tls: ssl.SSLContext | None = None,
-                 hostname: str | None = None, on_stored: Callable[[], None] | None = None) -> None:
+                 hostname: str | None = None, on_stored: Callable[[], None] | None = None,
+                 lmtp: bool = False) -> None:
         self.desk = desk
+        self.lmtp = lmtp
         self.host = host
         self.port = port
         self.max_message_bytes = max_message_bytes
@@ -95,7 +127,8 @@ class SmtpListener:
         self._server: asyncio.Server | None = None
 
     def _protocol(self) -> SMTP:
-        return _Protocol(self._handler, data_size_limit=self.max_message_bytes, enable_SMTPUTF8=True,
+        protocol = _LmtpProtocol if self.lmtp else _Protocol
+        return protocol(self._handler, data_size_limit=self.max_message_bytes, enable_SMTPUTF8=True,
                          decode_data=False, hostname=self.hostname, ident="supportbot",
                          tls_context=self.tls, timeout=SESSION_TIMEOUT_SECONDS,
                          loop=asyncio.get_running_loop())
@@ -105,7 +138,7 @@ class SmtpListener:
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(self._protocol, host=self.host, port=self.port)
         self.port = self._server.sockets[0].getsockname()[1]
-        log.info("SMTP listener on %s:%d%s", self.host, self.port, " (STARTTLS offered)" if self.tls else "")
+        log.info("%s listener on %s:%d%s", "LMTP" if self.lmtp else "SMTP", self.host, self.port, " (STARTTLS offered)" if self.tls else "")
 
     async def stop(self) -> None:
         if self._server is not None:

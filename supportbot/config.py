@@ -76,6 +76,7 @@ class SmtpListenerConfig(Section):
     host: str = "127.0.0.1"
     port: int = Field(2525, ge=0, le=65535)
     max_message_bytes: int = Field(35 * 1024 * 1024, ge=1024)
+    protocol: Literal["smtp", "lmtp"] = "smtp"
     tls_certificate: Path | None = None
     tls_key: Path | None = None
 

@@ -60,4 +60,4 @@ async def smtp_listener_part(app: App) -> SmtpListener | None:
         tls = tls_context(listener.tls_certificate, listener.tls_key)
     return SmtpListener(app.desk, inbound_context(app.config, desk_secret(app.config)), host=listener.host,
                         port=listener.port, max_message_bytes=listener.max_message_bytes, tls=tls,
-                        on_stored=lambda: _wake_workers(app))
+                        on_stored=lambda: _wake_workers(app), lmtp=listener.protocol == "lmtp")

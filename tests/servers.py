@@ -154,8 +154,10 @@ class Postfix:
         shutil.rmtree(self.state_dir, ignore_errors=True)
 
 
-def start_postfix(dovecot: Dovecot, domains: str = "example.test example.org") -> Postfix:
-    """Postfix on a free port relaying over LMTP into `dovecot` (needs root)."""
+def start_postfix(target: Dovecot | int, domains: str = "example.test example.org") -> Postfix:
+    """Postfix on a free port delivering over LMTP into `target`: a Dovecot, or the port of any
+    LMTP server on loopback (needs root)."""
+    lmtp_port = target if isinstance(target, int) else target.lmtp_port
     if os.geteuid() != 0:
         raise ServerUnavailable("Postfix's master must run as root")
     if shutil.which("postfix") is None:
@@ -163,7 +165,7 @@ def start_postfix(dovecot: Dovecot, domains: str = "example.test example.org") -
     state = Path(tempfile.mkdtemp(prefix="postfix-", dir="/tmp"))
     (port,) = free_ports(1)
     result = subprocess.run([str(MAILSERVERS / "start-postfix.sh"), str(state), str(port),
-                             str(dovecot.lmtp_port), domains], check=False, capture_output=True, text=True,
+                             str(lmtp_port), domains], check=False, capture_output=True, text=True,
                             timeout=60)
     if result.returncode != 0 or "POSTFIX READY" not in result.stdout:
         shutil.rmtree(state, ignore_errors=True)

@@ -12,7 +12,7 @@ from typing import Any
 
 import asyncpg
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from core.attachments import AttachmentStore
 from core.db import Database
@@ -164,3 +164,17 @@ async def desk(request: pytest.FixtureRequest, tmp_path: Path, clock: FixedClock
         yield made
     finally:
         await made.close()
+
+
+async def make_inserts_fail(desk: Desk) -> None:
+    """A real database failure inside the storing transaction (not a mock): a trigger that aborts."""
+    async with desk.db.transaction() as session:
+        if desk.db.is_postgres:
+            await session.execute(text(
+                "CREATE FUNCTION refuse() RETURNS trigger AS $$ BEGIN RAISE EXCEPTION 'disk full'; END $$ "
+                "LANGUAGE plpgsql"))
+            await session.execute(text(
+                "CREATE TRIGGER refuse AFTER INSERT ON inbound_mail FOR EACH ROW EXECUTE FUNCTION refuse()"))
+        else:
+            await session.execute(text(
+                "CREATE TRIGGER refuse AFTER INSERT ON inbound_mail BEGIN SELECT RAISE(ABORT, 'disk full'); END"))

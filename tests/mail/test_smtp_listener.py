@@ -26,6 +26,7 @@ from tests.mail.pipeline_support import (
     count,
     fixture,
     make_context,
+    make_inserts_fail,
 )
 
 # Fixtures from pipeline_support: desks copied from a migrated template (this folder has no conftest).
@@ -140,22 +141,8 @@ async def test_declared_size_over_the_limit_is_refused_at_mail_from(desk, listen
     assert replies[0][0] == 552 and replies[0][1].startswith(b"5.3.4")
 
 
-async def _make_inserts_fail(desk: Desk) -> None:
-    """A real database failure inside the storing transaction (not a mock): a trigger that aborts."""
-    async with desk.db.transaction() as session:
-        if desk.db.is_postgres:
-            await session.execute(text(
-                "CREATE FUNCTION refuse() RETURNS trigger AS $$ BEGIN RAISE EXCEPTION 'disk full'; END $$ "
-                "LANGUAGE plpgsql"))
-            await session.execute(text(
-                "CREATE TRIGGER refuse AFTER INSERT ON inbound_mail FOR EACH ROW EXECUTE FUNCTION refuse()"))
-        else:
-            await session.execute(text(
-                "CREATE TRIGGER refuse AFTER INSERT ON inbound_mail BEGIN SELECT RAISE(ABORT, 'disk full'); END"))
-
-
 async def test_store_failure_answers_451_and_leaves_nothing_half_written(desk, listener):
-    await _make_inserts_fail(desk)
+    await make_inserts_fail(desk)
     with pytest.raises(smtplib.SMTPDataError) as failed:
         await asyncio.to_thread(send, listener.port, mail())
     assert failed.value.smtp_code == 451 and failed.value.smtp_error.startswith(b"4.3.0")

@@ -1,0 +1,125 @@
+"""The listener as an MTA's final hop over LMTP (RFC 2033): smtplib's LMTP client, and real Postfix."""
+
+from __future__ import annotations
+
+import asyncio
+import smtplib
+import time
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+from sqlalchemy import select
+
+from core.desk import Desk
+from core.models import InboundMail, Ticket
+from mail_gateway.smtp_listener import SmtpListener
+from mail_gateway.worker import InboundWorker
+from tests.conftest import need_server
+from tests.mail import pipeline_support
+from tests.mail.pipeline_support import count, make_context, make_inserts_fail
+from tests.mail.test_smtp_listener import mail
+from tests.servers import Postfix, ServerUnavailable, start_postfix
+
+desk = pipeline_support.desk
+sqlite_template = pipeline_support.sqlite_template
+postgres_template = pipeline_support.postgres_template
+
+ctx = make_context()
+
+
+@pytest.fixture
+async def lmtp(desk: Desk) -> AsyncIterator[SmtpListener]:
+    server = SmtpListener(desk, ctx, host="127.0.0.1", port=0, max_message_bytes=50_000, lmtp=True)
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop()
+
+
+def conversation(port: int, recipients: list[str], raw: bytes) -> tuple[list[int], list[tuple[int, bytes]]]:
+    """One LMTP transaction by hand (smtplib's LMTP.data() reads one reply, LMTP sends one per
+    recipient): the RCPT reply codes, then every reply after the data."""
+    with smtplib.LMTP("127.0.0.1", port, timeout=10) as client:
+        code, _ = client.ehlo()  # smtplib's LMTP says LHLO
+        assert code == 250
+        assert client.mail("alice@customer.test")[0] == 250
+        rcpt_codes = [client.rcpt(r)[0] for r in recipients]
+        assert client.docmd("DATA")[0] == 354
+        client.send(raw.replace(b"\r\n.", b"\r\n..") + b".\r\n")
+        replies = [client.getreply() for _ in range(sum(1 for c in rcpt_codes if c == 250))]
+        client.sock.settimeout(0.5)  # nothing more may follow: a next reply would be out of step
+        with pytest.raises(OSError):
+            client.sock.recv(1)
+    return rcpt_codes, replies
+
+
+async def test_lmtp_answers_the_data_once_per_accepted_recipient_and_stores_the_mail_once(desk, lmtp):
+    rcpt_codes, replies = await asyncio.to_thread(
+        conversation, lmtp.port, ["support@example.test", "nobody@elsewhere.test", "billing@example.test"], mail())
+
+    assert rcpt_codes == [250, 550, 250]
+    assert [code for code, _ in replies] == [250, 250]
+    assert all(text.startswith(b"2.0.0 Ok: queued as") for _, text in replies)
+    assert await count(desk, InboundMail) == 1
+    assert await InboundWorker(desk, ctx).drain() == 1
+    assert await count(desk, Ticket) == 1
+
+
+async def test_lmtp_store_failure_is_a_451_for_every_recipient(desk, lmtp):
+    await make_inserts_fail(desk)
+    _, replies = await asyncio.to_thread(
+        conversation, lmtp.port, ["support@example.test", "billing@example.test"], mail())
+    assert [code for code, _ in replies] == [451, 451]
+    assert await count(desk, InboundMail) == 0
+
+
+async def test_lmtp_oversize_mail_is_refused_for_every_recipient(desk, lmtp):
+    _, replies = await asyncio.to_thread(
+        conversation, lmtp.port, ["support@example.test", "billing@example.test"], mail(body="x" * 60_000))
+    assert [(code, text[:5]) for code, text in replies] == [(552, b"5.3.4")] * 2
+    assert await count(desk, InboundMail) == 0
+
+
+async def test_lmtp_greets_with_lhlo_only(lmtp):
+    def greet(verb: str) -> int:
+        with smtplib.LMTP("127.0.0.1", lmtp.port, timeout=10) as client:
+            return client.docmd(verb, "client.example.test")[0]
+
+    assert await asyncio.to_thread(greet, "EHLO") == 500
+    assert await asyncio.to_thread(greet, "LHLO") == 250
+
+
+@pytest.fixture
+def postfix_to_lmtp(lmtp: SmtpListener) -> Iterator[Postfix]:
+    try:
+        server = start_postfix(lmtp.port)
+    except ServerUnavailable as e:
+        need_server(str(e))
+        raise
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+async def test_postfix_delivers_over_lmtp_into_tickets(desk, lmtp, postfix_to_lmtp):
+    raw = mail(subject="Through Postfix and LMTP")
+    await asyncio.to_thread(postfix_to_lmtp.send, raw, ["support@example.test", "billing@example.test",
+                                                        "nobody@example.test"], "alice@customer.test")
+    maillog = postfix_to_lmtp.state_dir / "maillog"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        log = maillog.read_text(errors="replace") if maillog.exists() else ""
+        if log.count("status=sent") >= 2 and "to=<nobody@example.test>" in log:
+            break
+        await asyncio.sleep(0.1)
+    sent = [line for line in log.splitlines() if "status=sent" in line]
+    refused = [line for line in log.splitlines() if "to=<nobody@example.test>" in line]
+    assert len(sent) == 2 and all("Ok: queued as" in line for line in sent), log[-3000:]
+    assert len(refused) == 1 and "status=bounced" in refused[0] and "550 5.1.1" in refused[0], log[-3000:]
+
+    assert await InboundWorker(desk, ctx).drain() == 1
+    async with desk.db.read() as session:
+        subjects = list(await session.scalars(select(Ticket.subject)))
+    assert subjects == ["Through Postfix and LMTP"]
