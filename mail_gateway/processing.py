@@ -295,7 +295,9 @@ async def _process(desk: Desk, held: Claim, ctx: InboundContext, parsed: ParsedM
     # (DUPLICATE of itself), so it only settles the row.
     content = _content(mail, stored, machine=decision.is_machine)
     author = ContactRef(sender, mail.from_.name if mail.from_ else "")
-    cc = _cc(mail, ctx, sender)
+    # A list's or an auto-responder's other recipients are no one to answer: a staff reply would
+    # go to the whole list.
+    cc = [] if decision.is_machine else _cc(mail, ctx, sender)
     why = decision.machine.reason if decision.machine else ""
     if match.ticket_number is not None:
         change = await add_customer_message(desk, match.ticket_number, author, content, cc=cc,
@@ -303,7 +305,8 @@ async def _process(desk: Desk, held: Claim, ctx: InboundContext, parsed: ParsedM
         why = "; ".join(filter(None, [f"matched by {match.via}" + (f" ({match.detail})" if match.detail else ""),
                                       why]))
     else:
-        recipients = [a.email for a in [*mail.to, *mail.cc] if a.email] + list(stored.envelope_to)
+        # Delivered-To and its kin name the address a Bcc or an alias reached, when read over IMAP.
+        recipients = [a.email for a in [*mail.to, *mail.cc] if a.email] + [*mail.delivered_to, *stored.envelope_to]
         routed = route(ctx, recipients, mail.subject or "", mail.text or "")
         why = "; ".join(filter(None, [routed.why, why]))
         request = NewTicket(author, content, cc=cc, category=routed.category, priority=routed.priority)

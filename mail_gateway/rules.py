@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from email.utils import getaddresses
 from enum import StrEnum
 from typing import TYPE_CHECKING, Protocol
 
@@ -54,6 +56,14 @@ def _header(mail: ParsedMail, name: str) -> list[str]:
     return [v.strip() for v in mail.headers.get(name, [])]
 
 
+_COMMENT = re.compile(r"\([^()]*\)")
+
+
+def _keyword(value: str) -> str:
+    """The keyword of a structured value: `No (human); x=y` -> "no" (RFC 5322 comments allowed)."""
+    return _COMMENT.sub(" ", value).split(";")[0].strip().lower()
+
+
 def _machine(rule: str, reason: str) -> Verdict:
     return Verdict(Action.MACHINE, rule, reason)
 
@@ -62,7 +72,8 @@ class OwnLoop:
     name = "own-loop"
 
     async def check(self, mail: ParsedMail, ctx: RuleContext) -> Verdict | None:
-        ours = [v for v in _header(mail, "x-loop") if ctx.settings.is_support_address(v.strip("<> "))]
+        # Bare or with a display name: "support@x", "<support@x>", "Support <support@x>".
+        ours = [email for _, email in getaddresses(_header(mail, "x-loop")) if ctx.settings.is_support_address(email)]
         return _machine(self.name, f"X-Loop names our own address ({ours[0]})") if ours else None
 
 
@@ -75,12 +86,25 @@ class DeliveryReport:
         return None
 
 
+class OtherReport:
+    """A multipart/report other than a delivery report: a read receipt (disposition-notification,
+    which Outlook sends without Auto-Submitted when a person clicks "send receipt"), an abuse or
+    TLS report. A machine wrote it; it must not count as the customer answering."""
+
+    name = "report"
+
+    async def check(self, mail: ParsedMail, ctx: RuleContext) -> Verdict | None:
+        if mail.report_type is not None and not mail.is_delivery_report:
+            return _machine(self.name, f"multipart/report; report-type={mail.report_type[:40]}")
+        return None
+
+
 class AutoSubmitted:
     name = "auto-submitted"
 
     async def check(self, mail: ParsedMail, ctx: RuleContext) -> Verdict | None:
         for value in _header(mail, "auto-submitted"):
-            if value.split(";")[0].strip().lower() != "no":
+            if _keyword(value) != "no":
                 return _machine(self.name, f"Auto-Submitted: {value[:60]}")
         return None
 
@@ -90,7 +114,7 @@ class BulkPrecedence:
 
     async def check(self, mail: ParsedMail, ctx: RuleContext) -> Verdict | None:
         for value in _header(mail, "precedence"):
-            if value.lower() in ("bulk", "junk", "list"):
+            if _keyword(value) in ("bulk", "junk", "list"):
                 return _machine(self.name, f"Precedence: {value[:20]}")
         return None
 
@@ -192,6 +216,7 @@ _OPENED_SINCE = (select(func.count(Ticket.id)).join(Contact, Contact.id == Ticke
 # empty Return-Path, and it must not be stored as a mere machine message.
 CHAIN: tuple[Rule, ...] = (
     DeliveryReport(),
+    OtherReport(),
     OwnLoop(),
     AutoSubmitted(),
     BulkPrecedence(),
@@ -230,5 +255,5 @@ async def evaluate(mail: ParsedMail, ctx: RuleContext, chain: Sequence[Rule] = C
     return Decision(None, machine)
 
 
-_MACHINE_RULES = (OwnLoop, AutoSubmitted, BulkPrecedence, AutoReplyHeaders, MailingList, NullReturnPath,
+_MACHINE_RULES = (OtherReport, OwnLoop, AutoSubmitted, BulkPrecedence, AutoReplyHeaders, MailingList, NullReturnPath,
                   DaemonSender)

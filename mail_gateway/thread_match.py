@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from mail_gateway.parsing import ParsedMail
 
 MAX_IDS_LOOKED_UP = 50  # of a long References chain, the newest ones matter
+MAX_PARENTS = 5  # In-Reply-To names one mail; a few more are tolerated
 MAX_BODY_SCANNED = 200_000  # characters searched for the footer token
 MAX_TICKETS_ANSWERING = 5  # stored replies to one original, looked at for its ticket
 
@@ -65,7 +66,9 @@ async def match_thread(session: AsyncSession, desk: Desk, stored: InboundMail, m
     earlier = None if alone else await find_earlier_copy(session, stored)
     if earlier is not None:
         return ThreadMatch(Via.DUPLICATE, earlier.ticket_number, earlier=earlier)
-    referenced = [*mail.in_reply_to, *mail.references][-MAX_IDS_LOOKED_UP:]
+    # Newest last: of a long References chain the end, then In-Reply-To (the mail answered).
+    parents = mail.in_reply_to[:MAX_PARENTS]
+    referenced = [*mail.references[max(0, len(mail.references) + len(parents) - MAX_IDS_LOOKED_UP):], *parents]
     number, detail = await _by_token(session, mail, settings, referenced, stored.envelope_to)
     if number is not None:
         return ThreadMatch(Via.TOKEN, number, detail=detail)

@@ -75,6 +75,7 @@ EXPECTED = {
     "pipeline_stranger_tag.eml": (Kind.OPENED, 1001, False),
     "pipeline_forged_token.eml": (Kind.OPENED, 1001, False),
     "pipeline_vacation.eml": (Kind.ADDED, 1000, True),
+    "pipeline_read_receipt.eml": (Kind.ADDED, 1000, True),
     "pipeline_mailing_list.eml": (Kind.OPENED, 1001, True),
     "pipeline_dsn_bounce.eml": (Kind.BOUNCE, None, True),
     "pipeline_cc_new_request.eml": (Kind.OPENED, 1001, False),
@@ -189,6 +190,15 @@ async def test_outlook_reply_with_rewritten_ids_threads_via_references_only(desk
     assert "references" in outcome.detail
 
 
+async def test_in_reply_to_counts_even_behind_a_long_references_chain(desk):
+    number = await open_alice_ticket(desk)
+    chain = "".join(f" <old-{i}@elsewhere.test>" for i in range(60))
+    raw = simple_mail("alice@customer.test", "Re: Refund for order 42", message_id="re-long@customer.test",
+                      extra=f"In-Reply-To: <req-1@customer.test>\r\nReferences:{chain}\r\n")
+    outcome = await deliver(desk, ctx, raw)
+    assert (outcome.kind, outcome.ticket_number) == (Kind.ADDED, number)
+
+
 async def test_subject_tag_from_a_participant_threads_onto_the_ticket(desk):
     number = await open_alice_ticket(desk)
     outcome = await deliver(desk, ctx, fixture("pipeline_apple_subject_tag.eml"))
@@ -266,12 +276,29 @@ async def test_vacation_reply_is_stored_on_its_ticket_as_machine_mail_and_change
     assert (await ticket_detail(desk, number)).status == "pending"  # an auto-reply is no answer
 
 
+async def test_read_receipt_is_machine_mail_and_does_not_reopen_the_ticket(desk):
+    # Outlook sends a receipt the reader chose to send without Auto-Submitted: the report type says it.
+    number = await open_alice_ticket(desk)
+    await set_status(desk, number, Status.RESOLVED, STAFF)
+    outcome = await deliver(desk, ctx, fixture("pipeline_read_receipt.eml"))
+    assert (outcome.kind, outcome.ticket_number, outcome.machine) == (Kind.ADDED, number, True)
+    assert "report-type=disposition-notification" in outcome.detail
+    assert (await ticket_detail(desk, number)).status == "resolved"
+
+
 async def test_mailing_list_mail_is_machine_mail(desk):
     outcome = await deliver(desk, ctx, fixture("pipeline_mailing_list.eml"))
     assert outcome.machine and outcome.kind == Kind.OPENED
     assert "Precedence: list" in outcome.detail or "List-Id" in outcome.detail
     opened = await events_of_type(desk, EventType.TICKET_OPENED)
     assert opened[-1].data["machine"] is True  # what the notifier reads to skip the ack
+
+
+async def test_a_list_post_makes_no_participant_of_the_list(desk):
+    # Its To/Cc name the list: a staff reply to participants would go to all its members.
+    outcome = await deliver(desk, ctx, fixture("mailing_list.eml"))
+    assert outcome.machine
+    assert (await ticket_detail(desk, outcome.ticket_number)).participants == ["oliver@example.org"]
 
 
 async def _queue_outbox(desk: Desk, ticket_number: int, message_id: str) -> int:
@@ -441,6 +468,14 @@ async def test_the_address_written_to_sets_the_category(desk):
     assert (await ticket_detail(desk, outcome.ticket_number)).category == "billing"
 
 
+async def test_the_address_a_bcc_reached_sets_the_category_through_delivered_to(desk):
+    # Read over IMAP there is no envelope: Delivered-To says billing@ was the address reached.
+    raw = simple_mail("h@customer.test", "Question about my plan", extra="Delivered-To: billing@example.test\r\n"
+                      ).replace(b"To: support@example.test", b"To: h-team@customer.test")
+    outcome = await deliver(desk, ctx, raw)
+    assert (await ticket_detail(desk, outcome.ticket_number)).category == "billing"
+
+
 async def test_keywords_do_not_change_an_existing_ticket(desk):
     number = await open_alice_ticket(desk)
     await deliver(desk, ctx, simple_mail("alice@customer.test", f"Re: [#{number}] x", "The site is down!"))
@@ -549,6 +584,10 @@ async def test_attachments_are_kept_and_oversized_ones_are_listed_as_held_back(d
     ("", "<>", "null-return-path"),
     ("X-Loop: support@example.test\r\n", None, "own-loop"),
     ("X-Loop: helpdesk@other.test\r\n", None, None),
+    ("X-Loop: Support Desk <support@example.test>\r\n", None, "own-loop"),
+    ("Auto-Submitted: no (a person wrote this)\r\n", None, None),
+    ("Auto-Submitted: auto-replied (vacation)\r\n", None, "auto-submitted"),
+    ("Precedence: bulk; x-list=yes\r\n", None, "precedence"),
     ("", None, None),
 ])
 async def test_machine_mail_rules(headers, envelope_from, rule):
