@@ -41,14 +41,20 @@ async def ingest(args: argparse.Namespace, config: Config) -> int:
     except OSError as e:
         print(f"supportbot: cannot read {e.filename}: {e.strerror}", file=sys.stderr)
         return EX_NOINPUT
+    # Whatever stops us before a mail is stored is temporary for the MTA: it must try again.
+    try:
+        ctx = inbound_context(config, desk_secret(config))
+    except Exception as e:  # e.g. the pipe runs as a user who cannot read data_dir/secret.key
+        print(f"supportbot: cannot read the signing key ({describe_error(e)}); nothing stored", file=sys.stderr)
+        return EX_TEMPFAIL
     try:
         desk = await open_ready_desk(config)
-    except Exception as e:  # database away or schema behind: nothing stored, the MTA must try again
+    except Exception as e:  # database away or schema behind
         print(f"supportbot: cannot open the database ({describe_error(e)}); nothing stored",
               file=sys.stderr)
         return EX_TEMPFAIL
     try:
-        results = await ingest_mails(desk, inbound_context(config, desk_secret(config)), mails,
+        results = await ingest_mails(desk, ctx, mails,
                                      envelope_from=args.envelope_from, envelope_to=args.envelope_to or ())
     finally:
         await desk.close()

@@ -15,13 +15,13 @@ from tests.mail.pipeline_support import FIXTURES, SECRET
 REPO = Path(__file__).resolve().parents[2]
 
 
-def write_config(tmp_path: Path, extra: str = "", *, database_url: str = "") -> Path:
+def write_config(tmp_path: Path, extra: str = "", *, database_url: str = "", secret: bool = True) -> Path:
     path = tmp_path / "supportbot.toml"
     path.write_text(
         'log_level = "warning"\n'
         f'[desk]\ndata_dir = "data"\ndatabase_url = "{database_url}"\n'
         f'[mail]\nsupport_addresses = ["support@example.test", "billing@example.test"]\n'
-        f'secret = "{SECRET.decode()}"\n{extra}'
+        + (f'secret = "{SECRET.decode()}"\n' if secret else "") + f'{extra}'
         'category_by_address = { "billing@example.test" = "billing" }\n'
         '[[mail.keyword_rules]]\nwords = ["refund"]\ncategory = "billing"\npriority = "medium"\n'
         '[[mail.keyword_rules]]\nwords = ["outage", "down"]\ncategory = "technical"\npriority = "high"\n')
@@ -84,6 +84,14 @@ def test_ingest_exits_75_when_the_database_is_unreachable(tmp_path, capsys):
     code, lines, err = run_cli(capsys, "--config", config, "ingest", FIXTURES / "pipeline_new_request.eml")
     assert code == 75
     assert lines == [] and "nothing stored" in err
+
+
+def test_ingest_exits_75_when_the_signing_key_cannot_be_read(tmp_path, capsys):
+    config = write_config(tmp_path, secret=False)
+    (tmp_path / "data" / "secret.key").mkdir(parents=True)  # unreadable even for root
+    code, lines, err = run_cli(capsys, "--config", config, "ingest", FIXTURES / "pipeline_new_request.eml")
+    assert code == 75
+    assert lines == [] and "cannot read the signing key" in err and "nothing stored" in err
 
 
 def test_ingest_exits_75_when_one_mail_cannot_be_stored(tmp_path, capsys):
