@@ -16,7 +16,7 @@ from email.utils import getaddresses
 from types import MappingProxyType
 
 from mail_gateway import mime
-from mail_gateway.html import html_to_text, sanitize_html
+from mail_gateway.html import html_to_text, sanitize_html, text_without_parsing, too_deeply_nested
 from mail_gateway.quotes import strip_reply
 
 
@@ -138,6 +138,7 @@ class _Html:
     """An HTML body; turned into text only if no plain-text version stands for it."""
 
     html: str
+    parse: bool = True  # False: too hostile for the HTML parser, text taken by pattern
 
 
 @dataclass
@@ -269,7 +270,10 @@ class _Walker:
             self.note(f"HTML beyond {self.budget.max_html_chars} characters was not read")
             text = text[: self.budget.html_chars_left]
         self.budget.html_chars_left -= len(text)
-        if text:
+        if text and too_deeply_nested(text):
+            self.note("HTML nested too deeply to render; only its text was kept")
+            self.texts.append(_Html(text, parse=False))
+        elif text:
             self.htmls.append(text)
             self.texts.append(_Html(text))
 
@@ -379,7 +383,8 @@ def _parse(raw: bytes, depth: int, budget: _Budget) -> ParsedMail:
         for address in _addresses(raw_values(name), defects)
     ]
     pieces = [
-        mime.clean_text(html_to_text(piece.html, budget.max_html_chars))
+        mime.clean_text(html_to_text(piece.html, budget.max_html_chars) if piece.parse
+                        else text_without_parsing(piece.html))
         if isinstance(piece, _Html)
         else piece
         for piece in walker.texts

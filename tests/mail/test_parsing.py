@@ -576,6 +576,23 @@ def test_five_megabytes_of_html_with_100000_links_is_bounded() -> None:
     assert parsed.defects == ["HTML beyond 2000000 characters was not read"]
 
 
+def test_html_nested_fifty_thousand_deep_keeps_its_text_without_the_quadratic_parse() -> None:
+    # The HTML parser pays depth x tags here (nearly 10 s for this mail); a linear scan sees it coming.
+    html = "<div>" * 50_000 + "Printer &amp; scanner<script>steal()</script> broke" + "</div>" * 50_000
+    raw = b"From: a@example.org\nContent-Type: text/html; charset=utf-8\n\n" + html.encode()
+    parsed, seconds = timed_parse(raw)
+    assert seconds < BOUND_SECONDS
+    assert parsed.text == "Printer & scanner broke"
+    assert parsed.html is None  # nothing unparsed is ever shown as HTML
+    assert parsed.defects == ["HTML nested too deeply to render; only its text was kept"]
+
+
+def test_ordinary_nesting_is_still_rendered_as_html() -> None:
+    html = "<div>" * 300 + "<p>one<p>two" * 2_000 + "</div>" * 300
+    parsed = parse_mail(b"From: a@example.org\nContent-Type: text/html\n\n" + html.encode())
+    assert parsed.defects == [] and parsed.html is not None and parsed.text.startswith("one\n\ntwo")
+
+
 def test_a_hundred_thousand_parts_stop_at_the_part_limit() -> None:
     parts = "".join(f"--x\nContent-Type: text/plain\n\npart {i}\n" for i in range(100_000))
     head = "From: a@example.org\nContent-Type: multipart/mixed; boundary=x\n\n"
