@@ -36,7 +36,7 @@ from core.services import (
 )
 from mail_gateway.inbound_context import InboundContext
 from mail_gateway.routing import route
-from mail_gateway.rules import Action, Decision, RuleContext, evaluate
+from mail_gateway.rules import CHAIN, WITHOUT_HOLDS, Action, Decision, RuleContext, evaluate
 from mail_gateway.thread_match import ThreadMatch, Via, bracketed, match_thread
 
 if TYPE_CHECKING:
@@ -85,16 +85,18 @@ class Outcome:
         return f"mail {self.mail_id}: {text}{machine}" + (f": {self.detail}" if self.detail else "")
 
 
-async def process_stored(desk: Desk, mail_id: int, ctx: InboundContext) -> Outcome:
+async def process_stored(desk: Desk, mail_id: int, ctx: InboundContext, *, release: bool = False) -> Outcome:
     """Turn one stored mail into its ticket outcome; a mail that cannot be processed is quarantined.
 
     The mail is claimed first (core.inbound.claim), so two workers never process the same row.
+    `release`: an operator lets it through; the rules that hold mail (blocked sender, rate limit,
+    oversize) are not asked.
     """
     try:
         async with claim(desk, mail_id) as fresh:
             if fresh is None:
                 return Outcome(mail_id, Kind.SKIPPED, detail="not waiting for processing")
-            return await _guarded(desk, fresh, ctx)
+            return await _guarded(desk, fresh, ctx, release=release)
     except _ClaimBroken as broken:
         # PostgreSQL aborted the claim's transaction (its locks are gone with the rollback):
         # settle the row in a fresh one, or the mail would come back forever.
@@ -248,10 +250,10 @@ class _ClaimBroken(Exception):
         self.reason = reason
 
 
-async def _guarded(desk: Desk, held: Claim, ctx: InboundContext) -> Outcome:
+async def _guarded(desk: Desk, held: Claim, ctx: InboundContext, *, release: bool = False) -> Outcome:
     mail_id = held.mail.id
     try:
-        outcome = await _process(desk, held, ctx)
+        outcome = await _process(desk, held, ctx, release=release)
         assert outcome is not None  # without a batch's openings a new ticket is opened at once
         return outcome
     except Exception as e:  # one bad mail must never stop the others: keep it, say why
@@ -270,7 +272,7 @@ async def _guarded(desk: Desk, held: Claim, ctx: InboundContext) -> Outcome:
 
 
 async def _process(desk: Desk, held: Claim, ctx: InboundContext, parsed: ParsedMail | None = None,
-                   openings: _Openings | None = None) -> Outcome | None:
+                   openings: _Openings | None = None, *, release: bool = False) -> Outcome | None:
     """The mail's outcome; None when its new ticket waits in `openings` (a batch's)."""
     stored = held.mail
     mail = parsed if parsed is not None else await _parse(stored.raw, ctx)
@@ -280,7 +282,8 @@ async def _process(desk: Desk, held: Claim, ctx: InboundContext, parsed: ParsedM
         decision = None
         if match.via != Via.DUPLICATE:
             decision = await evaluate(mail, RuleContext(desk, session, ctx, sender, stored.envelope_from,
-                                                        len(stored.raw), new_ticket=match.ticket_number is None))
+                                                        len(stored.raw), new_ticket=match.ticket_number is None),
+                                      WITHOUT_HOLDS if release else CHAIN)
     if decision is None:
         return await _settle_duplicate(desk, held, match)
     if decision.stop is not None:

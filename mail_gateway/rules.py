@@ -230,6 +230,12 @@ CHAIN: tuple[Rule, ...] = (
 )
 
 
+# What an operator's release (`supportbot mail quarantine retry ID --release`) asks: everything
+# but the rules that hold mail.
+WITHOUT_HOLDS: tuple[Rule, ...] = tuple(
+    rule for rule in CHAIN if not isinstance(rule, (BlockedSender, NewTicketRateLimit, Oversize)))
+
+
 @dataclass(frozen=True)
 class Decision:
     stop: Verdict | None  # bounce or hold: no ticket message

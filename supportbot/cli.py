@@ -82,14 +82,19 @@ def _add_mail_commands(commands: Any) -> None:
     mcmd = mail.add_subparsers(dest="mail_command", metavar="ACTION", required=True)
     quarantine = mcmd.add_parser("quarantine", help="mail that could not be processed: list, show, retry")
     qcmd = quarantine.add_subparsers(dest="quarantine_command", metavar="ACTION", required=True)
-    qlist = qcmd.add_parser("list", help="quarantined mail, newest first, with the reason")
+    qlist = qcmd.add_parser("list", help="quarantined mail (or held mail), newest first, with the reason")
     qlist.add_argument("--limit", type=int, default=100)
+    qlist.add_argument("--held", action="store_true",
+                       help="mail held by a rule (blocked sender, rate limit, oversize) instead")
     qshow = qcmd.add_parser("show", help="one stored mail: reason, envelope, headers and an excerpt")
     qshow.add_argument("id", type=int)
     retry = qcmd.add_parser("retry", help="process quarantined (or held) mail again")
     which = retry.add_mutually_exclusive_group(required=True)
     which.add_argument("id", type=int, nargs="?", help="the stored mail's id")
-    which.add_argument("--all", action="store_true", help="every quarantined mail")
+    which.add_argument("--all", action="store_true", help="every quarantined mail (with --held: every held one)")
+    retry.add_argument("--held", action="store_true", help="with --all: the held mail instead")
+    retry.add_argument("--release", action="store_true",
+                       help="let held mail through: the blocked-sender, rate-limit and size rules are not asked")
     add_outbox_commands(mcmd)
 
 

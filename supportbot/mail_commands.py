@@ -69,7 +69,7 @@ async def quarantine(args: argparse.Namespace, config: Config) -> int:
     desk = await open_ready_desk(config)
     try:
         if args.quarantine_command == "list":
-            return await _list(desk, args.limit)
+            return await _list(desk, args.limit, InboundStatus.HELD if args.held else InboundStatus.QUARANTINED)
         if args.quarantine_command == "show":
             return _show(await inbound.get(desk, args.id))
         return await _retry(desk, config, args)
@@ -77,10 +77,10 @@ async def quarantine(args: argparse.Namespace, config: Config) -> int:
         await desk.close()
 
 
-async def _list(desk: Desk, limit: int) -> int:
-    rows = await inbound.list_by_status(desk, InboundStatus.QUARANTINED, limit=limit)
+async def _list(desk: Desk, limit: int, status: InboundStatus) -> int:
+    rows = await inbound.list_by_status(desk, status, limit=limit)
     if not rows:
-        print("no quarantined mail")
+        print(f"no {status} mail")
         return 0
     for row in rows:
         subject = _headers(row.raw).get("subject", "") or "(no subject)"
@@ -106,8 +106,9 @@ def _show(row: InboundMail) -> int:
 
 
 async def _retry(desk: Desk, config: Config, args: argparse.Namespace) -> int:
+    status = InboundStatus.HELD if args.held else InboundStatus.QUARANTINED
     if args.all:
-        ids = [r.id for r in await inbound.list_by_status(desk, InboundStatus.QUARANTINED, RETRY_ALL_LIMIT)]
+        ids = [r.id for r in await inbound.list_by_status(desk, status, RETRY_ALL_LIMIT)]
     elif args.id is not None:
         row = await inbound.get(desk, args.id)
         if row.status not in (InboundStatus.QUARANTINED, InboundStatus.HELD):
@@ -116,13 +117,13 @@ async def _retry(desk: Desk, config: Config, args: argparse.Namespace) -> int:
     else:
         raise UserError("name a mail id, or --all")
     if not ids:
-        print("no quarantined mail")
+        print(f"no {status} mail")
         return 0
     await inbound.requeue(desk, ids)
     ctx = inbound_context(config, desk_secret(config))
     failed = 0
     for mail_id in sorted(ids):
-        outcome = await process_stored(desk, mail_id, ctx)
+        outcome = await process_stored(desk, mail_id, ctx, release=args.release)
         failed += outcome.kind == "quarantined"
         print(outcome.describe(desk))
     return 1 if failed else 0

@@ -154,6 +154,30 @@ def test_retry_releases_held_mail_once_the_limit_allows(tmp_path, capsys):
     assert code == 0 and lines == ["mail 2: opened ticket #1001"]
 
 
+def test_held_mail_is_listed_and_an_operator_can_release_it(tmp_path, capsys):
+    # Oversize mail stays oversize: only an operator's --release lets it through.
+    config = write_config(tmp_path)
+    config.write_text(config.read_text() + "[mail.smtp_listener]\nmax_message_bytes = 1024\n")
+    big = tmp_path / "big.eml"
+    big.write_bytes(b"From: carol@customer.test\r\nTo: support@example.test\r\nSubject: Logs attached\r\n"
+                    b"Message-ID: <big-1@customer.test>\r\n\r\n" + b"log line\r\n" * 200)
+    code, lines, _ = run_cli(capsys, "--config", config, "ingest", big)
+    assert code == 0 and "mail 1: held: oversize" in lines[0]
+
+    code, lines, _ = run_cli(capsys, "--config", config, "mail", "quarantine", "list")
+    assert lines == ["no quarantined mail"]
+    code, lines, _ = run_cli(capsys, "--config", config, "mail", "quarantine", "list", "--held")
+    assert code == 0 and len(lines) == 1 and lines[0].split()[0] == "1"
+    assert "Logs attached" in lines[0] and "oversize" in lines[0]
+
+    code, lines, _ = run_cli(capsys, "--config", config, "mail", "quarantine", "retry", "--all", "--held")
+    assert code == 0 and "mail 1: held: oversize" in lines[0]  # the rule still holds it
+    code, lines, _ = run_cli(capsys, "--config", config, "mail", "quarantine", "retry", "1", "--release")
+    assert code == 0 and lines == ["mail 1: opened ticket #1000"]
+    code, lines, _ = run_cli(capsys, "--config", config, "mail", "quarantine", "list", "--held")
+    assert lines == ["no held mail"]
+
+
 def test_retry_of_an_unknown_or_settled_mail_is_a_clear_error(tmp_path, capsys):
     config = write_config(tmp_path)
     run_cli(capsys, "--config", config, "ingest", FIXTURES / "pipeline_new_request.eml")
