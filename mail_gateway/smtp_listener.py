@@ -138,7 +138,8 @@ class SmtpListener:
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(self._protocol, host=self.host, port=self.port)
         self.port = self._server.sockets[0].getsockname()[1]
-        log.info("%s listener on %s:%d%s", "LMTP" if self.lmtp else "SMTP", self.host, self.port, " (STARTTLS offered)" if self.tls else "")
+        log.info("%s listener on %s:%d%s", "LMTP" if self.lmtp else "SMTP", self.host, self.port,
+                 " (STARTTLS offered)" if self.tls else "")
 
     async def stop(self) -> None:
         if self._server is not None:

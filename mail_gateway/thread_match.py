@@ -34,7 +34,7 @@ class Via(StrEnum):
     TOKEN = "signed token"
     REFERENCES = "references"
     SUBJECT_TAG = "subject tag"
-    LATER_REPLY = "a reply read before it"
+    REPLY_READ_FIRST = "a reply read before it"
     NEW = "new"
 
 
@@ -80,7 +80,7 @@ async def match_thread(session: AsyncSession, desk: Desk, stored: InboundMail, m
         return ThreadMatch(Via.SUBJECT_TAG, number)
     number = await _by_reply_read_first(session, mail.message_id, sender)
     if number is not None:
-        return ThreadMatch(Via.LATER_REPLY, number)
+        return ThreadMatch(Via.REPLY_READ_FIRST, number)
     return ThreadMatch(Via.NEW)
 
 
