@@ -95,7 +95,10 @@ async def open_tickets(desk: Desk, requests: Sequence[NewTicket], *,
     gateway opens the new tickets of a batch of inbound mail; the result is the same as opening
     them one after the other."""
     async with within(desk, session) as session:
-        contacts = await ensure_contacts(session, [r.requester for r in requests], desk.clock())
+        # Requesters and everyone they wrote to in one insert, sorted: concurrent batches on
+        # PostgreSQL then lock new contacts in one order (each may name the other's requesters).
+        everyone = [r.requester for r in requests] + [ref for r in requests for ref in r.cc]
+        contacts = await ensure_contacts(session, everyone, desk.clock())
         return await _open_many(desk, session, [
             _Opening(r, contacts[normalize_email(r.requester.email)]) for r in requests])
 
