@@ -150,6 +150,8 @@ class ImapSource:
             if self._stopping.is_set():
                 break
             fetched = await self._call(self._conn.fetch, batch)
+            if len(fetched) < len(batch):
+                fetched.update(await self._fetch_left_out([uid for uid in batch if uid not in fetched]))
             present = [uid for uid in batch if uid in fetched]  # the others were expunged meanwhile
             after = ImapPosition(position.uidvalidity, batch[-1])
 
@@ -165,6 +167,20 @@ class ImapSource:
                 self._on_stored()
             await self._call(self._conn.acknowledge, present)
         return position
+
+    async def _fetch_left_out(self, uids: list[int]) -> dict[int, bytes]:
+        """UIDs a FETCH answer left out: expunged meanwhile (nothing to store), or a server that
+        skipped them. Those still in the folder are asked for again; if they still do not come, this
+        fails (and the source retries after a backoff) rather than move the position past them."""
+        still_there = await self._call(self._conn.existing, uids)
+        if not still_there:
+            return {}
+        again = await self._call(self._conn.fetch, still_there)
+        missing = [uid for uid in still_there if uid not in again]
+        if missing:
+            raise ConnectionError(f"the server left UID {missing[0]} out of its FETCH answers, "
+                                  f"though the folder holds it ({len(missing)} such)")
+        return again
 
     async def _idle(self) -> None:
         self.state = "idle"

@@ -100,6 +100,14 @@ class ImapConnection:
     def unseen_up_to(self, last: int) -> list[int]:
         return sorted(uid for uid in self._client.search(["UNSEEN", "UID", f"1:{last}"]) if uid <= last)
 
+    def existing(self, uids: Sequence[int]) -> list[int]:
+        """Which of these UIDs the folder still holds."""
+        found: list[int] = []
+        for start in range(0, len(uids), UIDS_PER_COMMAND):
+            chunk = list(uids[start:start + UIDS_PER_COMMAND])
+            found += self._client.search(["UID", ",".join(map(str, chunk))])
+        return sorted(set(found) & set(uids))
+
     def sizes(self, uids: Sequence[int]) -> dict[int, int]:
         sizes: dict[int, int] = {}
         for start in range(0, len(uids), UIDS_PER_COMMAND):

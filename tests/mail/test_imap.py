@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,7 @@ from core.inbound import StoredMail
 from core.migrate import upgrade
 from core.models import InboundMail, Ticket
 from mail_gateway.imap import ImapSource, _batches
+from mail_gateway.imap_connection import ImapConnection
 from mail_gateway.inbound_context import InboundContext
 from mail_gateway.store import store_received_many
 from mail_gateway.tokens import Signer
@@ -206,6 +207,34 @@ async def test_store_failure_leaves_mail_unseen_and_the_source_retries_it(
     assert "database unreachable" in (source.last_error or "")
     await wait_for(lambda: count_is(sqlite_desk, 1))  # after about 1 s of backoff
     assert attempts == 2
+
+
+class _SkippingConnection(ImapConnection):
+    """The real connection to the real Dovecot, except that its first FETCH answer leaves one mail
+    out, as some servers do under load with no error (Dovecot cannot be made to)."""
+
+    def __init__(self, config: ImapMailboxConfig) -> None:
+        super().__init__(config)
+        self.skipped: list[int] = []
+
+    def fetch(self, uids: Sequence[int]) -> dict[int, bytes]:
+        fetched = super().fetch(uids)
+        if not self.skipped and fetched:
+            self.skipped.append(min(fetched))
+            del fetched[min(fetched)]
+        return fetched
+
+
+async def test_a_mail_the_server_leaves_out_of_a_fetch_is_asked_for_again_not_passed_over(
+        dovecot: Dovecot, sqlite_desk: Desk, running: Any) -> None:
+    for subject in ("left out", "returned"):
+        dovecot.deliver(mail(subject, f"{subject.replace(' ', '-')}@example.org"))
+    source = ImapSource(sqlite_desk, mailbox(dovecot))
+    connection = source._conn = _SkippingConnection(mailbox(dovecot))
+    await running(source)
+    await wait_for(lambda: count_is(sqlite_desk, 2))
+    assert connection.skipped  # the server did leave one out
+    assert sorted(r.dedupe_key for r in await stored(sqlite_desk)) == ["left-out@example.org", "returned@example.org"]
 
 
 @pytest.mark.parametrize("crash", ["before the commit", "after the commit, before the flag"])
