@@ -169,7 +169,8 @@ def too_deeply_nested(html: str) -> bool:
     return False
 
 
-_DROPPED_BLOCKS = re.compile(r"<(script|style)\b.*?</\1\s*>", re.IGNORECASE | re.DOTALL)
+# An unclosed block runs to the end (so each start is scanned past once: linear, not quadratic).
+_DROPPED_BLOCKS = re.compile(r"<(script|style)\b.*?(?:</\1\s*>|\Z)", re.IGNORECASE | re.DOTALL)
 _ANY_TAG = re.compile(r"<[^<>]*(?:>|$)")  # a tag cut off at the end counts too
 
 

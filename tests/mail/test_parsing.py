@@ -587,6 +587,14 @@ def test_html_nested_fifty_thousand_deep_keeps_its_text_without_the_quadratic_pa
     assert parsed.defects == ["HTML nested too deeply to render; only its text was kept"]
 
 
+def test_a_flood_of_unclosed_style_tags_is_bounded_too() -> None:
+    # They count as nesting, so the text is taken by pattern; the pattern must stay linear on them.
+    html = "Hello " + "<style>" * 40_000 + " tail"
+    parsed, seconds = timed_parse(b"From: a@example.org\nContent-Type: text/html\n\n" + html.encode())
+    assert seconds < BOUND_SECONDS
+    assert parsed.text == "Hello" and parsed.html is None  # an unclosed <style> hides the rest, as in a browser
+
+
 def test_ordinary_nesting_is_still_rendered_as_html() -> None:
     html = "<div>" * 300 + "<p>one<p>two" * 2_000 + "</div>" * 300
     parsed = parse_mail(b"From: a@example.org\nContent-Type: text/html\n\n" + html.encode())
