@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from core.desk import Desk
 from core.enums import Direction
 from core.inbound import EarlierCopy, find_earlier_copy
-from core.models import InboundMail, Message, OutboxMail, Ticket
+from core.models import Contact, InboundMail, Message, OutboxMail, Ticket
 from core.services._common import MAX_MERGE_HOPS, is_participant
 from mail_gateway.inbound_context import InboundContext
 from mail_gateway.tokens import FOOTER_TOKEN
@@ -78,7 +78,7 @@ async def match_thread(session: AsyncSession, desk: Desk, stored: InboundMail, m
     number = await _by_subject_tag(session, desk, mail.subject or "", sender)
     if number is not None:
         return ThreadMatch(Via.SUBJECT_TAG, number)
-    number = await _by_reply_read_first(session, mail.message_id, sender)
+    number = await _by_reply_read_first(session, mail, sender)
     if number is not None:
         return ThreadMatch(Via.REPLY_READ_FIRST, number)
     return ThreadMatch(Via.NEW)
@@ -128,13 +128,18 @@ async def _by_subject_tag(session: AsyncSession, desk: Desk, subject: str, sende
     return None
 
 
-async def _by_reply_read_first(session: AsyncSession, message_id: str | None, sender: str | None) -> int | None:
+async def _by_reply_read_first(session: AsyncSession, mail: ParsedMail, sender: str | None) -> int | None:
     """An original read after a reply to it (another mailbox, a delayed delivery) joins the ticket
-    the reply opened, if its sender takes part there: whoever sends a reply picks what it answers."""
-    forms = _id_forms([message_id or ""])
+    the reply opened. Whoever writes a reply picks the id it answers, so both sides must vouch: the
+    reply's author is among the original's sender and recipients, and the original's sender takes
+    part in the reply's ticket."""
+    forms = _id_forms([mail.message_id or ""])
     if not forms or not sender:
         return None
-    for number, merged_into in (await session.execute(_ANSWERED_BY, {"forms": forms})).all():
+    parties = {a.email.lower() for a in [*mail.to, *mail.cc] if a.email} | {sender}
+    for number, merged_into, author in (await session.execute(_ANSWERED_BY, {"forms": forms})).all():
+        if (author or "").lower() not in parties:
+            continue
         live = number if merged_into is None else await _live_number(session, number)
         ticket = await session.scalar(select(Ticket).where(Ticket.number == live)) if live is not None else None
         if ticket is not None and await is_participant(session, ticket, sender):
@@ -164,7 +169,9 @@ _BY_MESSAGE_ID = (select(Ticket.number, Ticket.merged_into_id).join(Message, Mes
                   .order_by(Message.id.desc()).limit(1))
 _BY_OUTBOX_ID = (select(Ticket.number, Ticket.merged_into_id).join(OutboxMail, OutboxMail.ticket_id == Ticket.id)
                  .where(OutboxMail.rfc822_message_id.in_(bindparam("forms", expanding=True))).limit(1))
-_ANSWERED_BY = (select(Ticket.number, Ticket.merged_into_id).join(Message, Message.ticket_id == Ticket.id)
+_ANSWERED_BY = (select(Ticket.number, Ticket.merged_into_id, Contact.email)
+                .join(Message, Message.ticket_id == Ticket.id)
+                .join(Contact, Contact.id == Message.author_contact_id)
                 .where(Message.parent_message_id.in_(bindparam("forms", expanding=True)),
                        Message.direction == Direction.INBOUND)
                 .order_by(Message.id).limit(MAX_TICKETS_ANSWERING))

@@ -249,6 +249,17 @@ async def test_an_original_from_someone_outside_the_replys_ticket_opens_its_own(
     assert len(await messages_of(desk, follow_up.ticket_number)) == 1
 
 
+async def test_a_reply_by_someone_the_original_did_not_go_to_cannot_pull_it_onto_their_ticket(desk):
+    # Mallory knows (or guesses) the id of Ann's next mail and cc's Ann, so Ann takes part in
+    # Mallory's ticket; Ann's mail did not go to Mallory, so it is not Mallory's to answer.
+    follow_up = await deliver(desk, ctx, simple_mail(
+        "mallory@elsewhere.test", "Re: anything", message_id="m2@elsewhere.test",
+        extra="In-Reply-To: <orig@customer.test>\r\nCc: ann@customer.test\r\n"))
+    original = await deliver(desk, ctx, simple_mail("ann@customer.test", "Printer jams",
+                                                    message_id="orig@customer.test"))
+    assert original.kind == Kind.OPENED and original.ticket_number != follow_up.ticket_number
+
+
 async def test_cc_addresses_become_participants_but_our_own_addresses_do_not(desk):
     outcome = await deliver(desk, ctx, fixture("pipeline_cc_new_request.eml"))
     detail = await ticket_detail(desk, outcome.ticket_number)
