@@ -139,13 +139,19 @@ async def list_by_status(desk: Desk, status: InboundStatus, limit: int = 100) ->
         return list(rows)
 
 
-async def requeue(desk: Desk, mail_ids: Sequence[int]) -> int:
+# The reason a requeued row carries when an operator released it past the rules that hold mail:
+# whichever processor takes it (the CLI, or a running service's worker) honours it.
+RELEASED = "released by an operator: the hold rules are not asked"
+
+
+async def requeue(desk: Desk, mail_ids: Sequence[int], *, release: bool = False) -> int:
     """Put quarantined or held mail back in line for processing; returns how many."""
     async with desk.db.transaction() as session:
         released = await session.scalars(
             update(InboundMail).where(InboundMail.id.in_(list(mail_ids)),
                                       InboundMail.status.in_([InboundStatus.QUARANTINED, InboundStatus.HELD]))
-            .values(status=InboundStatus.RECEIVED, reason=None, processed_at=None, claimed_until=None)
+            .values(status=InboundStatus.RECEIVED, reason=RELEASED if release else None, processed_at=None,
+                    claimed_until=None)
             .returning(InboundMail.id))
         return len(released.all())
 

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from core.desk import Desk
 from core.errors import UserError
 from core.inbound import (
+    RELEASED,
     Claim,
     claim,
     claim_many,
@@ -85,18 +86,16 @@ class Outcome:
         return f"mail {self.mail_id}: {text}{machine}" + (f": {self.detail}" if self.detail else "")
 
 
-async def process_stored(desk: Desk, mail_id: int, ctx: InboundContext, *, release: bool = False) -> Outcome:
+async def process_stored(desk: Desk, mail_id: int, ctx: InboundContext) -> Outcome:
     """Turn one stored mail into its ticket outcome; a mail that cannot be processed is quarantined.
 
     The mail is claimed first (core.inbound.claim), so two workers never process the same row.
-    `release`: an operator lets it through; the rules that hold mail (blocked sender, rate limit,
-    oversize) are not asked.
     """
     try:
         async with claim(desk, mail_id) as fresh:
             if fresh is None:
                 return Outcome(mail_id, Kind.SKIPPED, detail="not waiting for processing")
-            return await _guarded(desk, fresh, ctx, release=release)
+            return await _guarded(desk, fresh, ctx)
     except _ClaimBroken as broken:
         # PostgreSQL aborted the claim's transaction (its locks are gone with the rollback):
         # settle the row in a fresh one, or the mail would come back forever.
@@ -250,10 +249,10 @@ class _ClaimBroken(Exception):
         self.reason = reason
 
 
-async def _guarded(desk: Desk, held: Claim, ctx: InboundContext, *, release: bool = False) -> Outcome:
+async def _guarded(desk: Desk, held: Claim, ctx: InboundContext) -> Outcome:
     mail_id = held.mail.id
     try:
-        outcome = await _process(desk, held, ctx, release=release)
+        outcome = await _process(desk, held, ctx)
         assert outcome is not None  # without a batch's openings a new ticket is opened at once
         return outcome
     except Exception as e:  # one bad mail must never stop the others: keep it, say why
@@ -272,7 +271,7 @@ async def _guarded(desk: Desk, held: Claim, ctx: InboundContext, *, release: boo
 
 
 async def _process(desk: Desk, held: Claim, ctx: InboundContext, parsed: ParsedMail | None = None,
-                   openings: _Openings | None = None, *, release: bool = False) -> Outcome | None:
+                   openings: _Openings | None = None) -> Outcome | None:
     """The mail's outcome; None when its new ticket waits in `openings` (a batch's)."""
     stored = held.mail
     mail = parsed if parsed is not None else await _parse(stored.raw, ctx)
@@ -283,7 +282,7 @@ async def _process(desk: Desk, held: Claim, ctx: InboundContext, parsed: ParsedM
         if match.via != Via.DUPLICATE:
             decision = await evaluate(mail, RuleContext(desk, session, ctx, sender, stored.envelope_from,
                                                         len(stored.raw), new_ticket=match.ticket_number is None),
-                                      WITHOUT_HOLDS if release else CHAIN)
+                                      WITHOUT_HOLDS if stored.reason == RELEASED else CHAIN)
     if decision is None:
         return await _settle_duplicate(desk, held, match)
     if decision.stop is not None:

@@ -230,8 +230,8 @@ CHAIN: tuple[Rule, ...] = (
 )
 
 
-# What an operator's release (`supportbot mail quarantine retry ID --release`) asks: everything
-# but the rules that hold mail.
+# What a mail an operator released (`supportbot mail quarantine retry ID --release`, see
+# core.inbound.RELEASED) is asked: everything but the rules that hold mail.
 WITHOUT_HOLDS: tuple[Rule, ...] = tuple(
     rule for rule in CHAIN if not isinstance(rule, (BlockedSender, NewTicketRateLimit, Oversize)))
 

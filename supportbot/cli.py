@@ -94,7 +94,8 @@ def _add_mail_commands(commands: Any) -> None:
     which.add_argument("--all", action="store_true", help="every quarantined mail (with --held: every held one)")
     retry.add_argument("--held", action="store_true", help="with --all: the held mail instead")
     retry.add_argument("--release", action="store_true",
-                       help="let held mail through: the blocked-sender, rate-limit and size rules are not asked")
+                       help="let one held mail through (with its id): the blocked-sender, rate-limit and size "
+                            "rules are not asked, whichever process takes it")
     add_outbox_commands(mcmd)
 
 

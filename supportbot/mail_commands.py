@@ -107,23 +107,27 @@ def _show(row: InboundMail) -> int:
 
 async def _retry(desk: Desk, config: Config, args: argparse.Namespace) -> int:
     status = InboundStatus.HELD if args.held else InboundStatus.QUARANTINED
+    if args.release and (args.all or args.id is None):
+        raise UserError("--release lets one held mail through: name its id")
     if args.all:
         ids = [r.id for r in await inbound.list_by_status(desk, status, RETRY_ALL_LIMIT)]
     elif args.id is not None:
         row = await inbound.get(desk, args.id)
         if row.status not in (InboundStatus.QUARANTINED, InboundStatus.HELD):
             raise UserError(f"mail {row.id} is {row.status}, not quarantined or held")
+        if args.release and row.status != InboundStatus.HELD:
+            raise UserError(f"mail {row.id} is {row.status}, not held: --release is for held mail")
         ids = [row.id]
     else:
         raise UserError("name a mail id, or --all")
     if not ids:
         print(f"no {status} mail")
         return 0
-    await inbound.requeue(desk, ids)
+    await inbound.requeue(desk, ids, release=args.release)
     ctx = inbound_context(config, desk_secret(config))
     failed = 0
     for mail_id in sorted(ids):
-        outcome = await process_stored(desk, mail_id, ctx, release=args.release)
+        outcome = await process_stored(desk, mail_id, ctx)
         failed += outcome.kind == "quarantined"
         print(outcome.describe(desk))
     return 1 if failed else 0

@@ -172,6 +172,8 @@ def test_held_mail_is_listed_and_an_operator_can_release_it(tmp_path, capsys):
 
     code, lines, _ = run_cli(capsys, "--config", config, "mail", "quarantine", "retry", "--all", "--held")
     assert code == 0 and "mail 1: held: oversize" in lines[0]  # the rule still holds it
+    code, _, err = run_cli(capsys, "--config", config, "mail", "quarantine", "retry", "--all", "--held", "--release")
+    assert code == 1 and "--release lets one held mail through: name its id" in err
     code, lines, _ = run_cli(capsys, "--config", config, "mail", "quarantine", "retry", "1", "--release")
     assert code == 0 and lines == ["mail 1: opened ticket #1000"]
     code, lines, _ = run_cli(capsys, "--config", config, "mail", "quarantine", "list", "--held")

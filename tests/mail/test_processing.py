@@ -438,6 +438,22 @@ async def test_oversize_mail_is_held_with_its_size(desk):
     assert outcome.kind == Kind.HELD and "oversize" in outcome.detail and "2000" in outcome.detail
 
 
+async def test_an_operators_release_is_honoured_by_whichever_worker_takes_the_mail(desk):
+    # The running service's worker may take a requeued row before the CLI does: the release travels
+    # with the row, so the hold rules are skipped there too (and not for mail requeued plainly).
+    small = make_context(max_message_bytes=2000)
+    outcome = await deliver(desk, small, simple_mail("big@customer.test", "Huge", "x" * 5000))
+    assert outcome.kind == Kind.HELD
+    assert await inbound.requeue(desk, [outcome.mail_id]) == 1
+    assert (await InboundWorker(desk, small).drain()) == 1
+    assert (await stored_row(desk, outcome.mail_id)).status == InboundStatus.HELD  # held again
+
+    assert await inbound.requeue(desk, [outcome.mail_id], release=True) == 1
+    assert (await InboundWorker(desk, small).drain()) == 1
+    row = await stored_row(desk, outcome.mail_id)
+    assert row.status == InboundStatus.PROCESSED and row.ticket_id is not None
+
+
 # --- quarantine and retry --------------------------------------------------------------------------
 
 async def test_mail_that_makes_processing_raise_is_quarantined_and_the_next_is_processed(desk, monkeypatch):
