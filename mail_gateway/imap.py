@@ -29,6 +29,8 @@ BACKOFF_START_SECONDS = 1.0
 CALL_GRACE_SECONDS = 5.0
 # A FETCH brings at most this many bytes at once (one larger mail still comes alone).
 FETCH_BATCH_BYTES = 8 * 1024 * 1024
+# Rounds (each after a backoff) a mail may be left out of FETCH answers before it is passed over.
+MAX_UNRETURNED_ROUNDS = 5
 
 
 class ImapSource:
@@ -51,6 +53,7 @@ class ImapSource:
         self._conn = ImapConnection(config)
         self._failures = 0
         self._said_polling = False
+        self._unreturned: dict[int, int] = {}  # UID -> rounds in which the server would not return it
 
     async def start(self) -> None:
         """Returns at once: connecting happens in the background, so a bad mailbox delays nobody."""
@@ -170,16 +173,23 @@ class ImapSource:
 
     async def _fetch_left_out(self, uids: list[int]) -> dict[int, bytes]:
         """UIDs a FETCH answer left out: expunged meanwhile (nothing to store), or a server that
-        skipped them. Those still in the folder are asked for again; if they still do not come, this
-        fails (and the source retries after a backoff) rather than move the position past them."""
+        skipped them. Those still in the folder are asked for again; if they still do not come, the
+        round fails (the source retries after a backoff) rather than move the position past them,
+        up to MAX_UNRETURNED_ROUNDS: then one mail the server cannot give stops blocking the rest."""
         still_there = await self._call(self._conn.existing, uids)
         if not still_there:
             return {}
         again = await self._call(self._conn.fetch, still_there)
         missing = [uid for uid in still_there if uid not in again]
-        if missing:
-            raise ConnectionError(f"the server left UID {missing[0]} out of its FETCH answers, "
-                                  f"though the folder holds it ({len(missing)} such)")
+        for uid in missing:
+            self._unreturned[uid] = self._unreturned.get(uid, 0) + 1
+        blocking = [uid for uid in missing if self._unreturned[uid] < MAX_UNRETURNED_ROUNDS]
+        if blocking:
+            raise ConnectionError(f"the server left UID {blocking[0]} out of its FETCH answers, "
+                                  f"though the folder holds it ({len(blocking)} such)")
+        for uid in missing:
+            log.error("%s: the server would not return UID %d in %d rounds; passed over, NOT stored "
+                      "(look at it in a mail client)", self.name, uid, self._unreturned.pop(uid))
         return again
 
     async def _idle(self) -> None:

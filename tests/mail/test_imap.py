@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
@@ -19,6 +20,7 @@ from core.imap_models import load_position
 from core.inbound import StoredMail
 from core.migrate import upgrade
 from core.models import InboundMail, Ticket
+from mail_gateway import imap
 from mail_gateway.imap import ImapSource, _batches
 from mail_gateway.imap_connection import ImapConnection
 from mail_gateway.inbound_context import InboundContext
@@ -235,6 +237,31 @@ async def test_a_mail_the_server_leaves_out_of_a_fetch_is_asked_for_again_not_pa
     await wait_for(lambda: count_is(sqlite_desk, 2))
     assert connection.skipped  # the server did leave one out
     assert sorted(r.dedupe_key for r in await stored(sqlite_desk)) == ["left-out@example.org", "returned@example.org"]
+
+
+class _NeverReturningConnection(ImapConnection):
+    """The real connection, except that the server never returns the mail with the lowest UID."""
+
+    def fetch(self, uids: Sequence[int]) -> dict[int, bytes]:
+        fetched = super().fetch(uids)
+        fetched.pop(1, None)
+        return fetched
+
+
+async def test_a_mail_the_server_never_returns_is_passed_over_after_some_rounds_and_said_loudly(
+        dovecot: Dovecot, sqlite_desk: Desk, running: Any, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setattr(imap, "MAX_UNRETURNED_ROUNDS", 2)  # one backoff (about 1 s) instead of four
+    for subject in ("unreadable", "fine"):
+        dovecot.deliver(mail(subject, f"{subject}@example.org"))
+    source = ImapSource(sqlite_desk, mailbox(dovecot))
+    source._conn = _NeverReturningConnection(mailbox(dovecot))
+    with caplog.at_level(logging.WARNING, logger="mail_gateway.imap"):
+        await running(source)
+        await wait_for(lambda: count_is(sqlite_desk, 1))
+    assert [r.dedupe_key for r in await stored(sqlite_desk)] == ["fine@example.org"]
+    assert "UID 1 out of its FETCH answers" in caplog.text  # the first round failed and retried
+    assert "would not return UID 1 in 2 rounds; passed over, NOT stored" in caplog.text
 
 
 @pytest.mark.parametrize("crash", ["before the commit", "after the commit, before the flag"])
