@@ -37,6 +37,8 @@ async def test_messages_stored_before_0009_get_the_id_they_answer(desk):
     await add_customer_message(desk, number, alice, MailContent("More", in_reply_to="<a1@customer.test>"))
     await add_customer_message(desk, number, alice, MailContent(
         "Two ids", in_reply_to="<a1@customer.test> <x@customer.test>"))
+    await add_customer_message(desk, number, alice, MailContent(
+        "References only", references="<a0@customer.test> <a1@customer.test>"))
 
     async with desk.db.engine.begin() as connection:
         await connection.run_sync(_downgrade_to_0008)
@@ -44,7 +46,7 @@ async def test_messages_stored_before_0009_get_the_id_they_answer(desk):
 
     async with desk.db.read() as session:
         parents = list(await session.scalars(select(Message.parent_message_id).order_by(Message.id)))
-    assert parents == [None, "<a1@customer.test>", None]  # more than one id: left empty by the migration
+    assert parents == [None, "<a1@customer.test>", "<a1@customer.test>", "<a1@customer.test>"]  # as written live
     assert await schema_differences(desk.db) == []
 
 
