@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from enum import StrEnum
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from core.desk import Desk
 from core.errors import UserError
@@ -47,6 +48,7 @@ if TYPE_CHECKING:
     from mail_gateway.parsing import ParsedMail
 
 log = logging.getLogger("mail_gateway.processing")
+T = TypeVar("T")
 
 MAX_CC = 20  # participants added from one mail's To/Cc; more is a mailing, not a conversation
 MAX_REFERENCES = 50
@@ -363,11 +365,44 @@ async def _parse(raw: bytes, ctx: InboundContext) -> ParsedMail:
     from mail_gateway.parsing import parse_mail
 
     # Off the loop (the SMTP listener and the bot share it), and with a time budget.
-    work = asyncio.to_thread(parse_mail, raw, max_attachment_bytes=ctx.max_attachment_bytes)
+    work = _in_daemon_thread(lambda: parse_mail(raw, max_attachment_bytes=ctx.max_attachment_bytes))
     try:
         return await asyncio.wait_for(work, ctx.parse_timeout_seconds)
     except TimeoutError:
         raise UserError(f"parsing took longer than {ctx.parse_timeout_seconds:g} s") from None
+
+
+def _in_daemon_thread(work: Callable[[], T]) -> asyncio.Future[T]:
+    """`work` in a thread of its own that nobody waits for at exit. A thread cannot be stopped, so
+    a parse past its budget runs on; in the loop's shared executor it would also hold up the
+    process's exit (asyncio.run joins those threads), and `supportbot ingest` would hang its MTA.
+    The worker of `supportbot run` parses in a process it can stop (mail_gateway.parse_process).
+    """
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[T] = loop.create_future()
+
+    def deliver(result: T | None, error: BaseException | None) -> None:
+        if future.done():  # given up on: wait_for cancelled it at the budget
+            return
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)  # type: ignore[arg-type]
+
+    def run() -> None:
+        result: T | None = None
+        error: BaseException | None = None
+        try:
+            result = work()
+        except BaseException as e:  # handed to the awaiting side
+            error = e
+        try:
+            loop.call_soon_threadsafe(deliver, result, error)
+        except RuntimeError:
+            pass  # the loop is closed: nobody is waiting any more
+
+    threading.Thread(target=run, name="parse-mail", daemon=True).start()
+    return future
 
 
 def _sender(mail: ParsedMail, stored: InboundMail) -> str | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -77,6 +78,22 @@ def test_quarantined_mail_is_stored_so_ingest_exits_0(tmp_path, capsys):
     code, lines, _ = run_cli(capsys, "--config", config, "ingest", FIXTURES / "pipeline_no_sender.eml")
     assert code == 0
     assert "mail 1: quarantined: UserError: the mail has no usable sender address" in lines[0]
+
+
+def test_a_parse_past_its_budget_is_quarantined_and_ingest_exits_at_once(tmp_path, capsys, monkeypatch):
+    # A parse cannot be stopped; ingest must not wait for it either, or the MTA's pipe hangs.
+    import mail_gateway.parsing
+
+    def stuck(raw: bytes, **limits: object) -> object:
+        time.sleep(4)
+        raise AssertionError("never reached in time")
+
+    monkeypatch.setattr(mail_gateway.parsing, "parse_mail", stuck)
+    config = write_config(tmp_path, "processing_timeout_seconds = 0.3\n")
+    started = time.monotonic()
+    code, lines, _ = run_cli(capsys, "--config", config, "ingest", FIXTURES / "pipeline_new_request.eml")
+    assert time.monotonic() - started < 3
+    assert code == 0 and "mail 1: quarantined: UserError: parsing took longer than 0.3 s" in lines[0]
 
 
 def test_ingest_exits_75_when_the_database_is_unreachable(tmp_path, capsys):
