@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 import pytest
 from sqlalchemy import select
@@ -147,8 +148,16 @@ async def test_a_batch_leaves_out_mail_that_another_processor_holds(desk: Desk) 
     assert await count(desk, Ticket) == 2
 
 
-async def test_mail_that_cannot_be_parsed_is_quarantined_inside_the_batch(desk: Desk) -> None:
-    slow = make_context(parse_timeout_seconds=0.000001)
+async def test_mail_that_cannot_be_parsed_is_quarantined_inside_the_batch(
+        desk: Desk, monkeypatch: pytest.MonkeyPatch) -> None:
+    import mail_gateway.parsing
+
+    def stuck(raw: bytes, **limits: object) -> object:
+        time.sleep(1)
+        raise AssertionError("never reached in time")
+
+    monkeypatch.setattr(mail_gateway.parsing, "parse_mail", stuck)
+    slow = make_context(parse_timeout_seconds=0.05)
     stored = await store_received_many(desk, [simple_mail("a@customer.test", "one")], source="test")
     [outcome] = await process_batch(desk, [stored[0].id], slow)
     assert outcome.kind == Kind.QUARANTINED and "parsing took longer" in outcome.detail
