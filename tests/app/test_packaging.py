@@ -1,0 +1,89 @@
+"""Packaging: pyproject.toml alone says what is installed, and a wheel holds everything the app reads."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+import textwrap
+import tomllib
+import zipfile
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+PACKAGE_ROOTS = ("core", "mail_gateway", "bot", "supportbot")
+
+
+def pyproject() -> dict:
+    return tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))
+
+
+def package_folders() -> set[str]:
+    """Every folder with an __init__.py under the four roots, as a dotted package name."""
+    return {".".join(init.parent.relative_to(REPO).parts)
+            for root in PACKAGE_ROOTS for init in (REPO / root).rglob("__init__.py")}
+
+
+def test_pyproject_is_the_only_build_config():
+    assert not (REPO / "setup.py").exists()
+    assert not (REPO / "setup.cfg").exists()
+
+
+def test_every_package_folder_is_listed_and_templates_install_inside_supportbot():
+    setuptools = pyproject()["tool"]["setuptools"]
+    listed = set(setuptools["packages"])
+    missing = package_folders() - listed
+    assert not missing, f"add these to [tool.setuptools] packages in pyproject.toml: {sorted(missing)}"
+    assert "core.migrations.versions" in listed  # the Alembic revisions are modules, not data
+    assert setuptools["package-dir"] == {"supportbot.templates": "templates"}
+    data = setuptools["package-data"]
+    assert set(data["supportbot.templates"]) >= {"**/*.j2", "**/*.css"}
+    assert "script.py.mako" in data["core.migrations"]
+    assert "config.example.toml" in data["supportbot"]
+
+
+# Runs the build backend the way pip does (an isolated env with the declared build requirements),
+# once for the wheel and once for the editable install that scripts/test makes.
+BUILD = textwrap.dedent("""
+    import sys
+    from build import ProjectBuilder
+    from build.env import DefaultIsolatedEnv
+
+    source, out = sys.argv[1], sys.argv[2]
+    with DefaultIsolatedEnv() as env:
+        builder = ProjectBuilder.from_isolated_env(env, source)
+        env.install(builder.build_system_requires)
+        for distribution in ("wheel", "editable"):
+            env.install(builder.get_requires_for_build(distribution))
+            print("built", builder.build(distribution, out), flush=True)
+""")
+# setuptools' own notice that an editable install maps packages through a finder: information,
+# not a deprecation (it comes with any package-dir mapping such as templates -> supportbot.templates).
+INFORMATION_ONLY = {"Editable installation."}
+
+
+@pytest.mark.slow
+def test_the_wheel_holds_templates_migrations_and_example_config_and_builds_without_warnings(tmp_path):
+    source = tmp_path / "source"
+    shutil.copytree(REPO, source, symlinks=True, ignore=shutil.ignore_patterns(
+        ".git", ".venv", "build", "dist", "*.egg-info", "__pycache__", ".*_cache", "supportbot-data"))
+    out = tmp_path / "dist"
+    result = subprocess.run([sys.executable, "-c", BUILD, str(source), str(out)],
+                            capture_output=True, text=True, timeout=300)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    warnings = {m.group(2).strip() for m in re.finditer(r"(\w*Warning): (.+)", output)}
+    assert not warnings - INFORMATION_ONLY, output
+
+    (wheel,) = (w for w in out.glob("supportbot-*.whl") if ".editable-" not in w.name)
+    names = set(zipfile.ZipFile(wheel).namelist())
+    templates = {f"supportbot/templates/{p.relative_to(REPO / 'templates')}"
+                 for p in (REPO / "templates").rglob("*") if p.suffix in (".j2", ".css")}
+    versions = {f"core/migrations/versions/{p.name}" for p in (REPO / "core/migrations/versions").glob("*.py")}
+    assert templates and templates <= names, sorted(templates - names)
+    assert versions <= names, sorted(versions - names)
+    assert {"core/migrations/script.py.mako", "core/migrations/env.py", "supportbot/config.example.toml"} <= names
+    assert not any(n.startswith(("templates/", "tests/", "bench/", "scripts/")) for n in names), sorted(names)
