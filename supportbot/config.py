@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import tomllib
 from datetime import timedelta
@@ -402,7 +403,32 @@ def load_config(path: Path | None, environ: dict[str, str] | None = None) -> Con
         config = Config.model_validate({**data, "source": path})
     except ValidationError as e:
         raise ConfigError(_describe(e, path)) from None
-    return _resolve_paths(config, base)
+    config = _resolve_paths(config, base)
+    _check_extras(config, environ)
+    return config
+
+
+# Optional dependencies (pyproject.toml's extras): what a setting needs -> (module, extra).
+POSTGRES_DRIVER = ("asyncpg", "postgres")
+DKIM_SIGNER = ("dkim", "dkim")
+
+
+def installed(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
+
+
+def _check_extras(config: Config, environ: dict[str, str]) -> None:
+    """A setting whose optional dependency is missing stops at start with the extra to install."""
+    if config.desk.database_url.startswith("postgresql") and not installed(POSTGRES_DRIVER[0]):
+        key = "desk.database_url"
+        if environ.get("SUPPORTBOT_DATABASE_URL"):
+            key += " (from SUPPORTBOT_DATABASE_URL)"
+        raise ConfigError(f"{key} needs the PostgreSQL driver: pip install 'supportbot[{POSTGRES_DRIVER[1]}]'")
+    outbound = config.mail.outbound
+    if (outbound.dkim_selector or outbound.dkim_private_key) and not installed(DKIM_SIGNER[0]):
+        key = "mail.outbound.dkim_private_key" if outbound.dkim_private_key else "mail.outbound.dkim_selector"
+        raise ConfigError(f"{key} is set, and DKIM signing needs dkimpy: pip install 'supportbot[{DKIM_SIGNER[1]}]' "
+                          "(or remove dkim_selector and dkim_private_key to send unsigned mail)")
 
 
 def _apply_environment(data: dict[str, Any], environ: dict[str, str]) -> None:

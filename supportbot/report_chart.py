@@ -1,4 +1,8 @@
-"""The daily report's chart: tickets opened and resolved per day, with the backlog, as a PNG."""
+"""The daily report's chart: tickets opened and resolved per day, with the backlog, as a PNG.
+
+Needs matplotlib, the `chart` extra (pip install 'supportbot[chart]'); supportbot.reporting imports
+this module only when drawing, and sends the report without a chart when it is missing.
+"""
 
 from __future__ import annotations
 

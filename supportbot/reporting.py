@@ -53,15 +53,22 @@ def report_schedule(config: Config) -> ReportSchedule:
 async def report_with_chart(desk: Desk, config: Config, day: date | None = None) -> tuple[DailyReport, bytes]:
     """The figures and the trend chart (PNG bytes): what the Discord embed and /summary need.
 
-    `day` defaults to the last complete day in the report time zone.
+    `day` defaults to the last complete day in the report time zone. The chart is b"" (and the
+    log says why) when matplotlib, the `chart` extra, is not installed.
     """
-    from supportbot.report_chart import trend_chart_png  # matplotlib: imported only when drawing
-
     timezone = report_timezone(config)
     day = day or previous_local_day(desk.clock(), ZoneInfo(timezone))
     report = await daily_report(desk, day, timezone, trend_days=config.reports.trend_days,
                                 oldest=config.reports.oldest_tickets,
                                 sla_configured=config.sla.settings(config.desk.timezone).enabled)
+    try:
+        from supportbot.report_chart import trend_chart_png  # matplotlib: imported only when drawing
+    except ModuleNotFoundError as e:
+        if not (e.name or "").startswith("matplotlib"):
+            raise
+        log.warning("daily report for %s goes out without its chart: matplotlib is not installed "
+                    "(pip install 'supportbot[chart]')", day)
+        return report, b""
     title = f"Tickets per day, and open tickets at each day's end ({len(report.trend)} days)"
     chart = await asyncio.to_thread(trend_chart_png, report.trend, title)  # CPU-bound: off the loop
     return report, chart
@@ -89,10 +96,11 @@ def compose_report_mail(rendered: RenderedReport, *, sender: Address, to: Sequen
     msg["X-Auto-Response-Suppress"] = "All"
     msg.set_content(rendered.text, subtype="plain", cte="quoted-printable")
     msg.add_alternative(rendered.html, subtype="html", cte="quoted-printable")
-    html_part = msg.get_body(preferencelist=("html",))
-    assert isinstance(html_part, EmailMessage)
-    html_part.add_related(rendered.chart_png, maintype="image", subtype="png", cid=f"<{CHART_CID}>",
-                          filename="trend.png", disposition="inline")
+    if rendered.chart_png:  # b"": no chart drawn (matplotlib not installed)
+        html_part = msg.get_body(preferencelist=("html",))
+        assert isinstance(html_part, EmailMessage)
+        html_part.add_related(rendered.chart_png, maintype="image", subtype="png", cid=f"<{CHART_CID}>",
+                              filename="trend.png", disposition="inline")
     return msg.as_bytes(policy=policy.SMTP)
 
 

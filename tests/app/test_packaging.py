@@ -87,3 +87,21 @@ def test_the_wheel_holds_templates_migrations_and_example_config_and_builds_with
     assert versions <= names, sorted(versions - names)
     assert {"core/migrations/script.py.mako", "core/migrations/env.py", "supportbot/config.example.toml"} <= names
     assert not any(n.startswith(("templates/", "tests/", "bench/", "scripts/")) for n in names), sorted(names)
+
+
+def requirement_name(requirement: str) -> str:
+    name = re.match(r"[A-Za-z0-9][A-Za-z0-9._-]*", requirement.strip())
+    assert name, requirement
+    return re.sub(r"[-_.]+", "-", name.group(0)).lower()
+
+
+def test_heavy_dependencies_are_extras_and_the_test_extra_pulls_in_all_of_them():
+    project = pyproject()["project"]
+    base = {requirement_name(r) for r in project["dependencies"]}
+    extras = project["optional-dependencies"]
+    assert {requirement_name(r) for r in extras["chart"]} == {"matplotlib"}
+    assert {requirement_name(r) for r in extras["postgres"]} == {"asyncpg"}
+    assert {requirement_name(r) for r in extras["dkim"]} == {"dkimpy"}
+    assert not base & {"matplotlib", "asyncpg", "dkimpy"}
+    assert extras["all"] == ["supportbot[chart,postgres,dkim]"]
+    assert "supportbot[all]" in extras["test"]
