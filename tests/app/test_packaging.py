@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ast
+import importlib.metadata
 import re
 import shutil
 import subprocess
@@ -105,3 +107,44 @@ def test_heavy_dependencies_are_extras_and_the_test_extra_pulls_in_all_of_them()
     assert not base & {"matplotlib", "asyncpg", "dkimpy"}
     assert extras["all"] == ["supportbot[chart,postgres,dkim]"]
     assert "supportbot[all]" in extras["test"]
+
+
+def third_party_imports() -> dict[str, set[str]]:
+    """Top-level module -> the files that import it, for every import of a module from outside the
+    standard library and the project, anywhere in a module (function-level and TYPE_CHECKING too)."""
+    found: dict[str, set[str]] = {}
+    for root in PACKAGE_ROOTS:
+        for path in (REPO / root).rglob("*.py"):
+            tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+            for node in ast.walk(tree):
+                if isinstance(node, ast.Import):
+                    names = [alias.name for alias in node.names]
+                elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                    names = [node.module]
+                else:
+                    continue
+                for name in names:
+                    top = name.partition(".")[0]
+                    if top not in sys.stdlib_module_names and top not in PACKAGE_ROOTS:
+                        found.setdefault(top, set()).add(str(path.relative_to(REPO)))
+    return found
+
+
+def test_every_third_party_import_comes_from_a_declared_dependency():
+    project = pyproject()["project"]
+    extras = project["optional-dependencies"]
+    declared = {requirement_name(r) for r in [*project["dependencies"], *extras["chart"], *extras["postgres"],
+                                               *extras["dkim"]]}
+    providers = importlib.metadata.packages_distributions()
+    imports = third_party_imports()
+    assert {"sqlalchemy", "jinja2", "markupsafe", "discord"} <= set(imports)  # the scan sees them
+    problems = []
+    for module, files in sorted(imports.items()):
+        distributions = {requirement_name(d) for d in providers.get(module, ())}
+        where = ", ".join(sorted(files)[:3])
+        if not distributions:
+            problems.append(f"{module} (imported in {where}) is installed by no distribution")
+        elif not distributions & declared:
+            problems.append(f"{module} (imported in {where}) comes from {', '.join(sorted(distributions))}, "
+                            "which pyproject.toml does not declare")
+    assert not problems, "\n".join(problems)
