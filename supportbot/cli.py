@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
+import select
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
@@ -21,13 +23,23 @@ EXIT_USAGE = 2
 EXIT_USER_ERROR = 1
 EXIT_CONFIG = 78  # EX_CONFIG
 EXIT_SOFTWARE = 70  # EX_SOFTWARE
+# Standard output closed before everything was written (`supportbot tickets list | head -1`): the
+# output stops quietly with the status a shell gives any writer stopped by SIGPIPE (128 + 13), so
+# `set -o pipefail` scripts see the same as with other tools, and a complete run is still 0.
+EXIT_OUTPUT_CLOSED = 141
+
+EXIT_STATUSES = (
+    "Exit status: 0 done; 1 a request that cannot be done (one line says why); 2 bad usage; "
+    "70 an unexpected failure; 78 a configuration error; 141 standard output closed early (e.g. "
+    "piped into head): the output stops quietly. `ingest --help` lists its own."
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="supportbot",
         description="An email-and-chat-native support desk: customers email, staff work in Discord.",
-        epilog="Start with 'supportbot init' to write a config file, then 'supportbot run'.",
+        epilog="Start with 'supportbot init' to write a config file, then 'supportbot run'. " + EXIT_STATUSES,
     )
     parser.add_argument("--config", metavar="PATH",
                         help="config file (default: $SUPPORTBOT_CONFIG, else ./supportbot.toml if it "
@@ -118,6 +130,19 @@ def _ticket_number(value: str) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        try:
+            status = _main(argv)
+        finally:
+            sys.stdout.flush()  # now, so a reader that went away shows up here and not at exit
+        return status
+    except BrokenPipeError:
+        if not stdout_closed():
+            raise
+        return _output_closed()
+
+
+def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "init":
         from supportbot.commands import write_starter_config
@@ -165,10 +190,36 @@ def _guard(action: Callable[[], Any]) -> int:
     except KeyboardInterrupt:
         return 130
     except Exception as e:  # a bug or an outage: one clear line, the traceback only at debug level
+        if isinstance(e, BrokenPipeError) and stdout_closed():
+            raise  # not a failure: whoever read our output has stopped reading; main ends quietly
         log.debug("unexpected failure", exc_info=True)
         print(f"supportbot: unexpected failure: {type(e).__name__}: {e}\n"
               "  (set log_level = \"debug\" in the config for the full traceback)", file=sys.stderr)
         return EXIT_SOFTWARE
+
+
+def stdout_closed() -> bool:
+    """Standard output is a pipe or socket whose reading end has gone away (so a BrokenPipeError
+    came from our output, not from, say, a mail server's connection)."""
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & (select.POLLERR | select.POLLHUP) for _, events in poller.poll(0))
+    except AttributeError:  # no poll() (Windows): a broken pipe in a command is its output
+        return True
+    except (OSError, ValueError):  # no file descriptor behind sys.stdout
+        return False
+
+
+def _output_closed() -> int:
+    """Nothing more can be shown: send what is still buffered nowhere, so the flush at exit is quiet."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
+    return EXIT_OUTPUT_CLOSED
 
 
 def _setup_logging(config: Config) -> None:
