@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import tomllib
 from datetime import timedelta
 from pathlib import Path
@@ -42,6 +43,32 @@ def check_timezone(value: str, *, empty_means: str | None) -> str:
         raise ValueError(f"an IANA time zone name such as 'Europe/Paris'{fallback}") from None
 
 
+# The engines the desk runs on (both async): SQLAlchemy driver name -> what it is for the message.
+DATABASE_DRIVERS = {"sqlite+aiosqlite": "SQLite", "postgresql+asyncpg": "PostgreSQL"}
+DATABASE_URL_EXPECTED = ("a database URL such as 'postgresql+asyncpg://user:password@host:5432/dbname' or "
+                         "'sqlite+aiosqlite:////path/to/desk.db', or empty for SQLite in desk.data_dir")
+
+
+def check_database_url(value: str) -> None:
+    """A URL SQLAlchemy can parse, for one of DATABASE_DRIVERS; for SQLite, naming a file."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        url = make_url(value)
+    except (ArgumentError, ValueError):
+        raise ValueError(DATABASE_URL_EXPECTED) from None
+    if url.drivername not in DATABASE_DRIVERS:
+        backend = url.get_backend_name()
+        known = [name for name in DATABASE_DRIVERS if name.partition("+")[0] == backend]
+        hint = (f"; for {DATABASE_DRIVERS[known[0]]} write {known[0]}://…" if known
+                else f"; '{url.drivername}' is not a database this desk runs on")
+        raise ValueError(DATABASE_URL_EXPECTED + hint)
+    if url.drivername.startswith("sqlite") and url.database in (None, "", ":memory:"):
+        raise ValueError(DATABASE_URL_EXPECTED + "; this one names no file (an in-memory SQLite database "
+                         "is not shared by the desk's connections)")
+
+
 class Section(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -57,6 +84,14 @@ class DeskConfig(Section):
     reopen_closed_within_days: float = Field(14, ge=0)
     status_after_reply: Status = Status.PENDING
     timezone: str = "UTC"
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, value: str) -> str:
+        value = value.strip()
+        if value:
+            check_database_url(value)
+        return value
 
     @field_validator("categories")
     @classmethod
@@ -398,11 +433,11 @@ def load_config(path: Path | None, environ: dict[str, str] | None = None) -> Con
         except tomllib.TOMLDecodeError as e:
             raise ConfigError(f"config file {path} is not valid TOML: {e}") from None
         base = path.resolve().parent
-    _apply_environment(data, environ)
+    from_environment = _apply_environment(data, environ)
     try:
         config = Config.model_validate({**data, "source": path})
     except ValidationError as e:
-        raise ConfigError(_describe(e, path)) from None
+        raise ConfigError(_describe(e, path, from_environment)) from None
     config = _resolve_paths(config, base)
     _check_extras(config, environ)
     return config
@@ -431,18 +466,23 @@ def _check_extras(config: Config, environ: dict[str, str]) -> None:
                           "(or remove dkim_selector and dkim_private_key to send unsigned mail)")
 
 
-def _apply_environment(data: dict[str, Any], environ: dict[str, str]) -> None:
+def _apply_environment(data: dict[str, Any], environ: dict[str, str]) -> dict[str, str]:
+    """Puts SUPPORTBOT_* values into `data`; returns dotted key -> the variable that set it."""
+    applied: dict[str, str] = {}
     for variable, (sections, key) in ENV_OVERRIDES.items():
         if environ.get(variable):
             node = data
             for name in sections:
                 node = node.setdefault(name, {})
             node[key] = environ[variable]
-    for mailbox in data.get("mail", {}).get("imap", []):
+            applied[".".join((*sections, key))] = variable
+    for index, mailbox in enumerate(data.get("mail", {}).get("imap", [])):
         if isinstance(mailbox, dict) and isinstance(mailbox.get("name"), str):
-            secret = environ.get(f"SUPPORTBOT_IMAP_PASSWORD_{mailbox['name'].upper().replace('-', '_')}")
-            if secret:
-                mailbox["password"] = secret
+            variable = f"SUPPORTBOT_IMAP_PASSWORD_{mailbox['name'].upper().replace('-', '_')}"
+            if environ.get(variable):
+                mailbox["password"] = environ[variable]
+                applied[f"mail.imap.{index}.password"] = variable
+    return applied
 
 
 def _resolve_paths(config: Config, base: Path) -> Config:
@@ -464,7 +504,7 @@ def _resolve_paths(config: Config, base: Path) -> Config:
     return config.model_copy(update={"desk": desk, "mail": mail})
 
 
-def _describe(error: ValidationError, path: Path | None) -> str:
+def _describe(error: ValidationError, path: Path | None, from_environment: dict[str, str] | None = None) -> str:
     where = f"in {path}" if path else "in the built-in defaults/environment"
     lines = [f"invalid configuration {where}:"]
     for problem in error.errors():
@@ -474,6 +514,21 @@ def _describe(error: ValidationError, path: Path | None) -> str:
             continue
         value = problem.get("input")
         shown = "<secret>" if any(s in key for s in ("password", "token", "secret")) else repr(value)
+        if key == "desk.database_url" and isinstance(value, str):
+            shown = repr(_without_password(value))
+        source = f" (from {from_environment[key]})" if from_environment and key in from_environment else ""
         expected = problem["msg"].removeprefix("Value error, ").removeprefix("Input should be ")
-        lines.append(f"  {key} = {shown}: expected {expected}")
+        lines.append(f"  {key} = {shown}{source}: expected {expected}")
     return "\n".join(lines)
+
+
+def _without_password(url: str) -> str:
+    """A database URL as it may be shown: the password, if any, replaced by ***."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        parsed = make_url(url)
+        return url if parsed.password is None else parsed.render_as_string(hide_password=True)
+    except (ArgumentError, ValueError):  # not a URL: hide whatever stands between ':' and '@'
+        return re.sub(r"(//[^/:@]*:)[^@]*@", r"\1***@", url)
