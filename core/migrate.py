@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,15 +26,41 @@ def alembic_config(url: str = "") -> Config:
     return cfg
 
 
-async def upgrade(db: Database, revision: str = "head") -> None:
+@dataclass(frozen=True)
+class SchemaChange:
+    """What `upgrade` did: the revision before (None: an empty database) and after."""
+
+    before: str | None
+    after: str | None
+
+    @property
+    def created(self) -> bool:
+        return self.before is None and self.after is not None
+
+    @property
+    def changed(self) -> bool:
+        return self.before != self.after
+
+    def __str__(self) -> str:
+        if self.created:
+            return f"created the database schema (revision {self.after})"
+        if self.changed:
+            return f"upgraded the database schema from {self.before} to {self.after}"
+        return f"database schema is up to date (revision {self.after})"
+
+
+async def upgrade(db: Database, revision: str = "head") -> SchemaChange:
+    """Upgrade to `revision`; the revisions before and after are read in the same transaction."""
     cfg = alembic_config()
 
-    def run(connection: Any) -> None:
+    def run(connection: Any) -> SchemaChange:
+        before = MigrationContext.configure(connection).get_current_revision()
         cfg.attributes["connection"] = connection
         command.upgrade(cfg, revision)
+        return SchemaChange(before, MigrationContext.configure(connection).get_current_revision())
 
     async with db.engine.begin() as connection:
-        await connection.run_sync(run)
+        return await connection.run_sync(run)
 
 
 async def current_revision(db: Database) -> str | None:

@@ -89,8 +89,8 @@ PartFactory = Callable[[App], Awaitable[Part | None]]
 async def build_app(config: Config, *, migrate: bool = True) -> App:
     desk = open_desk(config)
     if migrate:
-        await upgrade(desk.db)
-        log.info("database schema is up to date (%s)", _describe_db(config))
+        change = await upgrade(desk.db)
+        log.info("%s; %s", change, _describe_db(config))
     app = App(config, desk)
     from supportbot.reporting import report_with_chart
 

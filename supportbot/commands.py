@@ -44,13 +44,10 @@ def write_starter_config(path: Path, *, force: bool = False) -> int:
 async def migrate(args: argparse.Namespace, config: Config) -> int:
     desk = runtime.open_desk(config)
     try:
-        before = await current_revision(desk.db)
-        await upgrade(desk.db)
-        after = await current_revision(desk.db)
+        change = await upgrade(desk.db)
     finally:
         await desk.close()
-    print(f"database schema: {before or 'empty'} -> {after}" if before != after
-          else f"database schema is up to date ({after})")
+    print(change)
     return 0
 
 

@@ -52,7 +52,7 @@ def test_init_writes_the_documented_example_and_refuses_to_overwrite(config_path
 
 def test_migrate_then_check_reports_every_part_ok(config_path, capsys):
     assert main(["--config", str(config_path), "migrate"]) == 0
-    assert "database schema: empty ->" in capsys.readouterr().out
+    assert "created the database schema (revision " in capsys.readouterr().out
     assert main(["--config", str(config_path), "migrate"]) == 0
     assert "up to date" in capsys.readouterr().out
     assert main(["--config", str(config_path), "check"]) == 0
