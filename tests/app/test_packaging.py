@@ -148,3 +148,12 @@ def test_every_third_party_import_comes_from_a_declared_dependency():
             problems.append(f"{module} (imported in {where}) comes from {', '.join(sorted(distributions))}, "
                             "which pyproject.toml does not declare")
     assert not problems, "\n".join(problems)
+
+
+def test_the_readme_says_which_python_the_two_commands_need():
+    minimum = re.fullmatch(r">=\s*(\d+\.\d+)", pyproject()["project"]["requires-python"].strip())
+    assert minimum, "requires-python is no longer a plain lower bound: update this test and the README"
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    two_commands = readme.split("## The two commands", 1)[1].split("\n## ", 1)[0]
+    said = two_commands.split("```sh", 1)[0]  # before the first command
+    assert f"Python {minimum.group(1)} or newer" in said
