@@ -61,8 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
     tcmd = tickets.add_subparsers(dest="tickets_command", metavar="ACTION", required=True)
     listing = tcmd.add_parser("list", help="tickets, most recently updated first")
     _add_filters(listing)
-    listing.add_argument("--limit", type=int, default=50, help="at most this many (default: %(default)s)")
-    listing.add_argument("--offset", type=int, default=0, help="skip this many (for paging)")
+    listing.add_argument("--limit", type=_positive, default=50,
+                         help="this many, or all there are if fewer (default: %(default)s)")
+    listing.add_argument("--offset", type=_not_negative, default=0, help="skip this many (for paging)")
     listing.add_argument("--json", action="store_true", help="print a JSON array")
     show = tcmd.add_parser("show", help="one ticket with all its messages")
     show.add_argument("number", type=_ticket_number, help="ticket number, with or without its prefix")
@@ -70,7 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     search = tcmd.add_parser("search", help="full-text search over subjects and message text")
     search.add_argument("text", help="words to find (all must match; prefixes match too)")
     _add_filters(search)
-    search.add_argument("--limit", type=int, default=50)
+    search.add_argument("--limit", type=_positive, default=50,
+                        help="at most this many, up to 500 (default: %(default)s)")
     search.add_argument("--json", action="store_true", help="print a JSON array")
     _add_mail_commands(commands)
     from supportbot.report_commands import add_report_commands
@@ -120,6 +122,27 @@ def _add_filters(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--assignee", help="staff name or Discord id; 'none' for unassigned")
     parser.add_argument("--requester", help="customer email address")
     parser.add_argument("--tag")
+
+
+def _positive(value: str) -> int:
+    number = _integer(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"not a positive number: {value!r}")
+    return number
+
+
+def _not_negative(value: str) -> int:
+    number = _integer(value)
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"not 0 or more: {value!r}")
+    return number
+
+
+def _integer(value: str) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {value!r}") from None
 
 
 def _ticket_number(value: str) -> int:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
+import json
+from collections.abc import AsyncIterator, Iterable, Sequence
 import shutil
 import sys
 from datetime import datetime
@@ -16,6 +17,7 @@ from core.errors import UserError
 from core.migrate import current_revision, head_revision, schema_differences, upgrade
 from core.sla.queries import ticket_sla
 from core.queries import (
+    MAX_PAGE,
     TicketDetail,
     TicketFilters,
     TicketSummary,
@@ -133,13 +135,62 @@ async def tickets(args: argparse.Namespace, config: Config) -> int:
             priority=tuple(Priority(p) for p in args.priority or ()),
             category=args.category, assignee=args.assignee, requester=args.requester, tag=args.tag)
         if args.tickets_command == "search":
+            if args.limit > MAX_PAGE:
+                raise UserError(f"tickets search shows at most {MAX_PAGE} tickets (--limit {args.limit}): "
+                                "add words or filters to narrow it, or use 'tickets list' with filters")
             found = await search_tickets(desk, args.text, filters, limit=args.limit)
-        else:
-            found = await list_tickets(desk, filters, limit=args.limit, offset=args.offset)
-        _print_json([to_json(t) for t in found]) if args.json else _print_table(found)
+            _print_json([to_json(t) for t in found]) if args.json else _print_table(found)
+            return 0
+        pages = ticket_pages(desk, filters, limit=args.limit, offset=args.offset)
+        await (_stream_json(pages) if args.json else _stream_table(pages))
         return 0
     finally:
         await desk.close()
+
+
+async def ticket_pages(desk: Desk, filters: TicketFilters, *, limit: int,
+                       offset: int = 0) -> AsyncIterator[list[TicketSummary]]:
+    """`limit` tickets from `offset` on (fewer only when there are no more), a query per MAX_PAGE, so
+    the first rows print before the last are read. A ticket updated meanwhile moves to the top: the
+    rows below shift one down, and the one that comes round again is not shown twice."""
+    seen: set[int] = set()
+    wanted = limit
+    while wanted > 0:
+        asked = min(wanted, MAX_PAGE)
+        page = await list_tickets(desk, filters, limit=asked, offset=offset)
+        offset += len(page)
+        fresh = [t for t in page if t.number not in seen]
+        seen.update(t.number for t in fresh)
+        wanted -= len(fresh)
+        if fresh:
+            yield fresh
+        if len(page) < asked:
+            return
+
+
+async def _stream_json(pages: AsyncIterator[list[TicketSummary]]) -> None:
+    """The same JSON array print_json writes, one page at a time."""
+    out = sys.stdout
+    first = True
+    async for page in pages:
+        for ticket in page:
+            item = json.dumps(to_json(ticket), indent=2, ensure_ascii=False, default=str)
+            out.write(("[\n" if first else ",\n") + "\n".join("  " + line for line in item.split("\n")))
+            first = False
+    out.write("[]\n" if first else "\n]\n")
+
+
+async def _stream_table(pages: AsyncIterator[list[TicketSummary]]) -> None:
+    """The table, one page at a time; column widths come from the first page."""
+    widths: list[int] | None = None
+    async for page in pages:
+        rows = [_table_row(t) for t in page]
+        if widths is None:
+            widths = _widths([TABLE_HEADER, *rows])
+            _write_rows([TABLE_HEADER], widths)
+        _write_rows(rows, widths)
+    if widths is None:
+        print("no tickets")
 
 
 def _print_json(value: Any) -> None:
@@ -148,17 +199,28 @@ def _print_json(value: Any) -> None:
     print_json(value)
 
 
+TABLE_HEADER = ("TICKET", "STATUS", "PRIORITY", "UPDATED", "REQUESTER", "ASSIGNEE", "SUBJECT")
+
+
+def _table_row(t: TicketSummary) -> tuple[str, ...]:
+    return (t.ref, t.status, t.priority, _when(t.updated_at), t.requester, t.assignee or "-", t.subject[:60])
+
+
+def _widths(lines: Sequence[tuple[str, ...]]) -> list[int]:
+    return [max(len(line[i]) for line in lines) for i in range(len(TABLE_HEADER) - 1)]
+
+
+def _write_rows(lines: Iterable[tuple[str, ...]], widths: list[int]) -> None:
+    for line in lines:
+        print("  ".join(cell.ljust(w) for cell, w in zip(line, widths)) + "  " + line[-1])
+
+
 def _print_table(rows: list[TicketSummary]) -> None:
     if not rows:
         print("no tickets")
         return
-    header = ("TICKET", "STATUS", "PRIORITY", "UPDATED", "REQUESTER", "ASSIGNEE", "SUBJECT")
-    lines = [header] + [
-        (t.ref, t.status, t.priority, _when(t.updated_at), t.requester, t.assignee or "-", t.subject[:60])
-        for t in rows]
-    widths = [max(len(line[i]) for line in lines) for i in range(len(header) - 1)]
-    for line in lines:
-        print("  ".join(cell.ljust(w) for cell, w in zip(line, widths)) + "  " + line[-1])
+    lines = [TABLE_HEADER, *(_table_row(t) for t in rows)]
+    _write_rows(lines, _widths(lines))
 
 
 def _print_detail(t: TicketDetail, sla_lines: Sequence[str] = ()) -> None:
