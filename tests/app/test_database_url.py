@@ -15,7 +15,8 @@ EXPECTED = ("expected a database URL such as 'postgresql+asyncpg://user:password
 @pytest.mark.parametrize(("url", "shown", "hint"), [
     ("not a url", "'not a url'", ""),
     ("sqlite:///desk.db", "'sqlite:///desk.db'", "; for SQLite write sqlite+aiosqlite://…"),
-    ("postgresql://u:hunter2@db/desk", "'postgresql://u:***@db/desk'", "; for PostgreSQL write postgresql+asyncpg://…"),
+    ("postgresql://u:hunter2@db/desk", "'postgresql://u:***@db/desk'",
+     "; for PostgreSQL write postgresql+asyncpg://…"),
     ("postgresql+psycopg2://u@db/desk", "'postgresql+psycopg2://u@db/desk'",
      "; for PostgreSQL write postgresql+asyncpg://…"),
     ("mysql+aiomysql://u@db/desk", "'mysql+aiomysql://u@db/desk'",
@@ -28,7 +29,8 @@ def test_a_bad_database_url_is_a_config_error_naming_the_key(tmp_path, url, show
     config.write_text(f'[desk]\ndatabase_url = "{url}"\n')
     with pytest.raises(ConfigError) as e:
         load_config(config, environ={})
-    assert str(e.value).startswith(f"invalid configuration in {config}:\n  desk.database_url = {shown}: {EXPECTED}{hint}")
+    assert str(e.value).startswith(
+        f"invalid configuration in {config}:\n  desk.database_url = {shown}: {EXPECTED}{hint}")
     assert "hunter2" not in str(e.value)
 
 

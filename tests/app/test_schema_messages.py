@@ -64,8 +64,10 @@ def test_run_logs_what_it_did_to_the_schema(config_path, caplog, monkeypatch):
     monkeypatch.delenv("SUPPORTBOT_DISCORD_TOKEN", raising=False)
     head = head_revision()
     where = f"SQLite at {config_path.parent / 'supportbot-data' / 'desk.db'}"
-    assert schema_lines_of_build_app(config_path, caplog) == [f"created the database schema (revision {head}); {where}"]
-    assert schema_lines_of_build_app(config_path, caplog) == [f"database schema is up to date (revision {head}); {where}"]
+    assert schema_lines_of_build_app(config_path, caplog) == [
+        f"created the database schema (revision {head}); {where}"]
+    assert schema_lines_of_build_app(config_path, caplog) == [
+        f"database schema is up to date (revision {head}); {where}"]
 
 
 def test_run_logs_an_upgrade(config_path, caplog, monkeypatch):
