@@ -34,10 +34,10 @@ from core.inbound import store_raw
 from core.migrate import upgrade
 from core.models import InboundMail, Ticket
 from mail_gateway.imap import ImapSource
-from mail_gateway.inbound_context import InboundContext
-from mail_gateway.processing import process_stored
+from core.intake import Intake, IntakeSettings
+from mail_gateway.handoff import Handoff
 from mail_gateway.store import message_id_of, store_received_many
-from mail_gateway.tokens import Signer
+from core.tokens import Signer
 from mail_gateway.worker import InboundWorker
 from supportbot import runloop
 from supportbot.config import ImapMailboxConfig
@@ -186,8 +186,8 @@ async def open_desk(directory: Path) -> Desk:
     return Desk(db, CoreSettings(), AttachmentStore(directory / "attachments"))
 
 
-def context() -> InboundContext:
-    return InboundContext(Signer(b"bench-secret" * 3, "example.test"), support_addresses=(SUPPORT,))
+def context() -> IntakeSettings:
+    return IntakeSettings(Signer(b"bench-secret" * 3, "example.test"), support_addresses=(SUPPORT,))
 
 
 def mailbox(server: Dovecot, user: str = SUPPORT) -> ImapMailboxConfig:
@@ -206,20 +206,18 @@ class Run:
     load: float = 0.0  # the machine's 1-minute load average at the end (2 cores here)
 
 
-# Coroutine functions only (claim_many is a context manager). A batch opens its new tickets with
-# open_tickets; open_ticket shows up only when a batch fell back to one mail at a time.
-PROCESSING_STEPS = ("_parse", "match_thread", "evaluate", "open_ticket", "open_tickets", "remember_contacts",
-                    "add_customer_message", "mark_processed", "received_rows")
+# Coroutine functions of core.intake.take, looked up there (it imports them by name).
+PROCESSING_STEPS = ("match_thread", "evaluate", "open_tickets", "remember_contacts", "add_customer_message")
 
 
 def instrument(spent: dict[str, float]) -> None:
-    """Add each processing step's wall time to `spent` (a bench-only probe around the pipeline's steps)."""
-    from mail_gateway import processing
+    """Add each intake step's wall time to `spent` (a bench-only probe around the pipeline's steps)."""
+    from core.intake import take
 
     for name in PROCESSING_STEPS:
-        step = getattr(processing, name, None)
+        step = getattr(take, name, None)
         if step is not None:
-            setattr(processing, name, _timed(step, name, spent))
+            setattr(take, name, _timed(step, name, spent))
 
 
 def _timed(step: Callable[..., Awaitable[T]], name: str, spent: dict[str, float]) -> Callable[..., Awaitable[T]]:
@@ -243,7 +241,7 @@ async def run_gateway(desk: Desk, server: Dovecot, n: int, spent: dict[str, floa
         if settled >= n:
             done.set()
 
-    worker = InboundWorker(desk, context(), poll_seconds=1.0, on_outcome=on_outcome)
+    worker = InboundWorker(Intake(desk, context()), poll_seconds=1.0, on_outcome=on_outcome)
     store = store_received_many if spent is None else _timed(store_received_many, "store (IMAP side)", spent)
     source = ImapSource(desk, mailbox(server), on_stored=worker.wake, store=store)
     all_stored: float | None = None
@@ -278,7 +276,7 @@ def _children_cpu(worker: InboundWorker) -> float:
 async def run_naive(desk: Desk, server: Dovecot, user: str, n: int) -> Run:
     """Baseline in the style of common helpdesks: one FETCH RFC822 per mail, store, process, next."""
     client = IMAPClient(server.host, server.imap_port, ssl=False, timeout=30)
-    ctx = context()
+    handoff = Handoff(Intake(desk, context()))
     started, cpu = time.perf_counter(), time.process_time()
     settled = 0
     try:
@@ -288,7 +286,7 @@ async def run_naive(desk: Desk, server: Dovecot, user: str, n: int) -> Run:
             fetched = await asyncio.to_thread(client.fetch, [uid], ["RFC822"])
             raw = fetched[uid][b"RFC822"]
             stored = await store_raw(desk, raw, source="imap:naive", mailbox="naive", message_id=message_id_of(raw))
-            await process_stored(desk, stored.id, ctx)
+            await handoff.take([stored.id])
             settled += 1
     finally:
         await asyncio.to_thread(client.logout)
@@ -298,7 +296,7 @@ async def run_naive(desk: Desk, server: Dovecot, user: str, n: int) -> Run:
 
 async def stream(desk: Desk, server: Dovecot, specs: Sequence[Spec], rate: float, seed: int) -> list[float]:
     """Latency at a steady offered rate: LMTP DATA done -> the mail's row settled (committed)."""
-    worker = InboundWorker(desk, context(), poll_seconds=1.0)
+    worker = InboundWorker(Intake(desk, context()), poll_seconds=1.0)
     source = ImapSource(desk, mailbox(server), on_stored=worker.wake)
     await worker.start()
     await source.start()

@@ -37,7 +37,7 @@ from mail_gateway.outbound.compose import Composer, Draft, Recipient, text_to_ht
 from mail_gateway.outbound.notifier import CONSUMER, Notifier
 from mail_gateway.outbound.sender import OutboxSender
 from mail_gateway.outbound.smtp import RelaySettings, SmtpTransport
-from mail_gateway.tokens import Signer
+from core.tokens import Signer
 from supportbot.templating import template_environment
 
 SUPPORT = "support@example.test"

@@ -1,33 +1,31 @@
-"""The bot as a part of `supportbot run`: connect to Discord, check the setup, run the projector."""
+"""The bot as a part of `supportbot run`: connect to Discord, keep connecting, run the projector."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
-from typing import TYPE_CHECKING
-
 import aiohttp
 import discord
 
-from bot.client import SupportBot
+from bot.client import ReportSource, SupportBot
 from bot.projector import Projector
 from bot.settings import BotSettings
+from core.backoff import Backoff
 from core.desk import Desk
-
-if TYPE_CHECKING:
-    from supportbot.app import App
 
 log = logging.getLogger("bot.part")
 
 READY_TIMEOUT = 60.0
+RECONNECT = Backoff(first=5.0, cap=300.0)
 
 
 class DiscordPart:
     name = "discord bot"
 
-    def __init__(self, desk: Desk, settings: BotSettings, token: str) -> None:
+    def __init__(self, desk: Desk, settings: BotSettings, token: str, *, reports: ReportSource | None = None) -> None:
         self.bot = SupportBot(desk, settings)
+        self.bot.reports = reports
         self.projector = Projector(self.bot, desk)
         self._token = token
         self._stop = asyncio.Event()
@@ -40,7 +38,7 @@ class DiscordPart:
         log.info("started %s", self.name)
 
     async def _connect(self) -> None:
-        delay = 5.0
+        failures = 0
         while not self._stop.is_set():
             try:
                 if not self.bot.is_ready() and self.bot.user is None:
@@ -57,10 +55,11 @@ class DiscordPart:
             except (OSError, aiohttp.ClientError, TimeoutError, discord.HTTPException,
                     discord.GatewayNotFound, discord.ConnectionClosed) as e:
                 # Mail keeps flowing meanwhile; the projector catches up once we are back.
+                failures += 1
+                delay = RECONNECT.delay(failures)
                 log.warning("discord: cannot reach Discord (%s); trying again in %.0f s", type(e).__name__, delay)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), delay)
-            delay = min(delay * 2, 300.0)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), delay)
 
     async def _project(self) -> None:
         try:
@@ -80,19 +79,3 @@ class DiscordPart:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-
-
-async def discord_part(app: App) -> DiscordPart | None:
-    """The part factory for `supportbot run`: None (and one log line why) when it cannot run."""
-    config = app.config.discord
-    if not config.token:
-        log.info("discord: no bot token configured ([discord] token or SUPPORTBOT_DISCORD_TOKEN): the bot is "
-                 "not started; mail, tickets and reports by mail still run")
-        return None
-    missing = [key for key in ("guild_id", "forum_channel_id") if not getattr(config, key)]
-    if missing:
-        log.warning("discord: set [discord] %s to start the bot (it is not started)", " and ".join(missing))
-        return None
-    part = DiscordPart(app.desk, BotSettings.from_config(config), config.token)
-    part.bot.reports = app.report_source
-    return part

@@ -18,9 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import discord
-from sqlalchemy import select
 
-from bot import links
 from bot.activity import ALERT_EVENTS, SLA_EVENTS, activity_line, alert_text, sla_warning
 from bot.format import (
     summary_embed,
@@ -34,10 +32,12 @@ from bot.format import (
 )
 from bot.tags import ForumTags
 from bot.views import ticket_buttons
+from core import projection
+from core.backoff import Backoff
 from core.desk import Desk
 from core.discord_models import DiscordTicketPost
-from core.events import EventType, advance_cursor, cursor_position, events_after
-from core.models import Event, Message, Staff, Ticket
+from core.events import EventType, FailurePolicy, move_cursor, unseen_events
+from core.models import Event
 from core.queries import MessageView, TicketDetail, ticket_detail
 from core.sla.queries import ticket_sla
 
@@ -54,9 +54,6 @@ MESSAGE_EVENTS = {EventType.TICKET_OPENED, EventType.CUSTOMER_REPLIED, EventType
                   EventType.NOTE_ADDED}
 
 
-# After this many failures on one event (a bug, not Discord being away), the projector logs an
-# error and moves past it: one broken ticket must not stop every other post.
-MAX_ATTEMPTS_PER_EVENT = 5
 # Failures on Discord's side (or the network's): retried with backoff, never skipped.
 DISCORD_SIDE = (discord.HTTPException, discord.GatewayNotFound, aiohttp.ClientError, TimeoutError, OSError)
 
@@ -79,16 +76,16 @@ class Projector:
         self._details: dict[int, TicketDetail] = {}
         self._posts: dict[int, DiscordTicketPost] = {}  # ticket id -> its post, during the batch
         self._due: dict[int, list[str]] = {}  # ticket id -> its SLA due times, during the batch
-        self._failures: dict[int, int] = {}  # event id -> failed attempts
+        # An event that fails for a bug, not for Discord being away, is given up on after a few tries:
+        # one broken ticket must not stop every other post.
+        self._failures = FailurePolicy(CONSUMER)
         self._skipped: set[int] = set()  # events given up on (replays skip them too)
 
     async def catch_up(self) -> int:
         """Project every event after the cursor; returns how many were handled."""
         handled = 0
         while True:
-            async with self.desk.db.read() as session:
-                position = await cursor_position(session, CONSUMER)
-                events = await events_after(session, position, self.batch)
+            events = await unseen_events(self.desk.db, CONSUMER, self.batch)
             if not events:
                 return handled
             dirty: dict[int, None] = {}  # tickets whose starter/tags/archive state to refresh, in order
@@ -100,8 +97,7 @@ class Projector:
                     await self._project_or_fail(event, dirty)
             for ticket_id in dirty:
                 await self._refresh_or_log(ticket_id)
-            async with self.desk.db.transaction() as session:
-                await advance_cursor(session, CONSUMER, events[-1].id, self.desk.clock())
+            await move_cursor(self.desk.db, CONSUMER, events[-1].id, self.desk.clock())
             handled += len(events)
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -112,24 +108,33 @@ class Projector:
         """
         committed = self.desk.db.listen_for_events()
         poll = self.bot.settings.projector_poll_seconds
-        backoff = 0.0
+        failing, blocked_for = Backoff(poll, 300.0, jitter=0), Backoff(30.0, 300.0, jitter=0)
+        failures = 0
         while not stop.is_set():
             committed.clear()
+            backoff = 0.0
             try:
                 await self.catch_up()
-                backoff = 0.0
+                failures = 0
             except EventFailed as failed:
-                backoff = 0.0 if self._note_failure(failed) else min(max(backoff * 2, poll), 300.0)
+                failures += 1
+                if self._failures.give_up(failed.event_id, failed.__cause__):
+                    self._skipped.add(failed.event_id)
+                else:
+                    backoff = failing.delay(failures)
             except ProjectionBlocked as blocked:
-                backoff = min(max(backoff * 2, 30.0), 300.0)
+                failures += 1
+                backoff = blocked_for.delay(failures)
                 log.warning("discord projector paused for %.0f s: %s", backoff, blocked)
             except discord.HTTPException as e:
                 # discord.py has already waited out 429s; anything else here is worth a pause.
-                backoff = min(max(backoff * 2, poll), 300.0)
+                failures += 1
+                backoff = failing.delay(failures)
                 log.error("discord projector: Discord answered %s %s; retrying in %.0f s", e.status,
                           e.text[:200], backoff)
             except Exception:
-                backoff = min(max(backoff * 2, poll), 300.0)
+                failures += 1
+                backoff = failing.delay(failures)
                 log.exception("discord projector failed; retrying in %.0f s", backoff)
             if stop.is_set():
                 break
@@ -155,19 +160,6 @@ class Projector:
         except Exception:
             # The starter embed is redrawn on the ticket's next event; its messages still go out.
             log.exception("discord projector could not redraw the post of ticket id %d", ticket_id)
-
-    def _note_failure(self, failed: EventFailed) -> bool:
-        """Count a failure; True when the event is given up on."""
-        attempts = self._failures[failed.event_id] = self._failures.get(failed.event_id, 0) + 1
-        if attempts < MAX_ATTEMPTS_PER_EVENT:
-            log.warning("discord projector failed on event %d (attempt %d)", failed.event_id, attempts,
-                        exc_info=failed.__cause__)
-            return False
-        log.error("discord projector skips event %d after %d failures", failed.event_id, attempts,
-                  exc_info=failed.__cause__)
-        self._skipped.add(failed.event_id)
-        del self._failures[failed.event_id]
-        return True
 
     async def _project(self, event: Event, dirty: dict[int, None]) -> None:
         kind = event.type
@@ -223,7 +215,7 @@ class Projector:
             groups[-1].append(a)
         for n, group in enumerate(groups, 1):
             key = f"msg:{message.id}:files:{n}"
-            if await links.sent_message(self.desk, key) is None:
+            if await projection.sent_message(self.desk, key) is None:
                 files = [discord.File(io.BytesIO(await self.desk.files.get(a.sha256)), filename=a.filename)
                          for a in group]
                 await self._send_once(key, ticket_id, content=f"Attachments of {ref}:", files=files)
@@ -232,12 +224,12 @@ class Projector:
             await self._send_once(f"msg:{message.id}:files:listed", ticket_id, content=text)
 
     async def _send_once(self, key: str, ticket_id: int, **kwargs: Any) -> None:
-        if await links.sent_message(self.desk, key) is not None:
+        if await projection.sent_message(self.desk, key) is not None:
             return
         thread = await self._open_thread(ticket_id)
         kwargs.setdefault("allowed_mentions", NO_PINGS)
         sent = await thread.send(**{k: v for k, v in kwargs.items() if v is not None})
-        await links.remember_message(self.desk, key, thread.id, sent.id, self.desk.clock())
+        await projection.remember_message(self.desk, key, thread.id, sent.id, self.desk.clock())
 
     async def _sla_alert(self, event: Event) -> None:
         """At risk or breached: in the post and in the alerts channel, pinging whoever should act."""
@@ -250,7 +242,7 @@ class Projector:
         """The daily report, also mailed to managers, as an embed with its chart in the reports channel."""
         key = f"event:{event.id}:report"
         channel_id = self.bot.settings.reports_channel_id
-        if not channel_id or self.bot.reports is None or await links.sent_message(self.desk, key) is not None:
+        if not channel_id or self.bot.reports is None or await projection.sent_message(self.desk, key) is not None:
             return
         channel = self.bot.get_channel(channel_id)
         if not isinstance(channel, discord.abc.Messageable):
@@ -260,7 +252,7 @@ class Projector:
         report, chart = await self.bot.reports(date.fromisoformat(event.data["day"]))
         sent = await channel.send(embed=summary_embed(report), file=discord.File(io.BytesIO(chart), "chart.png"),
                                   allowed_mentions=NO_PINGS)
-        await links.remember_message(self.desk, key, channel_id, sent.id, self.desk.clock())
+        await projection.remember_message(self.desk, key, channel_id, sent.id, self.desk.clock())
 
     async def _alert(self, event: Event, *, text: str | None = None,
                      pings: discord.AllowedMentions = NO_PINGS) -> None:
@@ -270,7 +262,7 @@ class Projector:
         if not channel_id:
             log.warning("alert (no alerts channel configured): %s", event.type)
             return
-        if await links.sent_message(self.desk, key) is not None:
+        if await projection.sent_message(self.desk, key) is not None:
             return
         channel = self.bot.get_channel(channel_id)
         if not isinstance(channel, discord.abc.Messageable):
@@ -279,7 +271,7 @@ class Projector:
                         "alerts_channel_id): %s", channel_id, event.type)
             return
         sent = await channel.send(truncate(text, 2000), allowed_mentions=pings)
-        await links.remember_message(self.desk, key, channel_id, sent.id, self.desk.clock())
+        await projection.remember_message(self.desk, key, channel_id, sent.id, self.desk.clock())
 
     # -- the post itself ---------------------------------------------------------------------
 
@@ -304,10 +296,10 @@ class Projector:
 
     async def _set_shown_state(self, post: DiscordTicketPost, state: str) -> None:
         post.shown_state = state
-        await links.update_shown_state(self.desk, post.ticket_id, state, self.desk.clock())
+        await projection.update_shown_state(self.desk, post.ticket_id, state, self.desk.clock())
 
     async def _ensure_post(self, ticket_id: int) -> DiscordTicketPost:
-        post = self._posts.get(ticket_id) or await links.post_for_ticket(self.desk, ticket_id)
+        post = self._posts.get(ticket_id) or await projection.post_for_ticket(self.desk, ticket_id)
         if post is not None:
             self._posts[ticket_id] = post
             return post
@@ -322,7 +314,7 @@ class Projector:
             allowed_mentions=NO_PINGS, reason=f"supportbot: ticket {detail.ref}")
         # Stored before anything else is sent, so a replay finds the post instead of making another.
         state = "" if closed else _state_hash(detail, self._due.get(ticket_id, []), tags, closed)
-        post = self._posts[ticket_id] = await links.remember_post(
+        post = self._posts[ticket_id] = await projection.remember_post(
             self.desk, ticket_id, created.thread.id, created.message.id, state, self.desk.clock())
         return post
 
@@ -343,7 +335,7 @@ class Projector:
         except discord.NotFound:
             # Someone deleted the post: forget it, and the next attempt makes a new one.
             self._posts.pop(post.ticket_id, None)
-            await links.forget_post(self.desk, post.ticket_id)
+            await projection.forget_post(self.desk, post.ticket_id)
             raise ProjectionBlocked(f"the forum post {post.thread_id} was deleted; a new one will be made")
         assert isinstance(fetched, discord.Thread)
         return fetched
@@ -365,8 +357,7 @@ class Projector:
         cached = self._details.get(ticket_id)
         if cached is not None:
             return cached
-        async with self.desk.db.read() as session:
-            number = await session.scalar(select(Ticket.number).where(Ticket.id == ticket_id))
+        number = await projection.ticket_number(self.desk, ticket_id)
         assert number is not None
         # Read after the batch's events were read, so it is at least as new as any of them.
         detail = self._details[ticket_id] = await ticket_detail(self.desk, number)
@@ -378,8 +369,7 @@ class Projector:
         found = next((m for m in detail.messages if m.id == message_id), None)
         if found is not None:
             return detail, found
-        async with self.desk.db.read() as session:
-            moved_to = await session.scalar(select(Message.ticket_id).where(Message.id == message_id))
+        moved_to = await projection.ticket_of_message(self.desk, message_id)
         if moved_to is None:
             return detail, None  # deleted since
         detail = await self._detail(moved_to)  # the message's ticket now (it was merged)
@@ -388,9 +378,7 @@ class Projector:
     async def _actor(self, event: Event) -> str:
         if event.actor_staff_id is None:
             return "the desk"
-        async with self.desk.db.read() as session:
-            name = await session.scalar(select(Staff.display_name).where(Staff.id == event.actor_staff_id))
-        return name or "staff"
+        return await projection.staff_name(self.desk, event.actor_staff_id) or "staff"
 
     async def _activity_line(self, event: Event) -> str | None:
         alert = await self._alert_text(event) if event.type in ALERT_EVENTS else ""
@@ -399,8 +387,7 @@ class Projector:
     async def _alert_text(self, event: Event) -> str:
         ref = None
         if event.ticket_id is not None:
-            async with self.desk.db.read() as session:
-                number = await session.scalar(select(Ticket.number).where(Ticket.id == event.ticket_id))
+            number = await projection.ticket_number(self.desk, event.ticket_id)
             ref = self.desk.format_number(number) if number is not None else None
         return alert_text(event, ref)
 

@@ -78,7 +78,10 @@ class Database:
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:
-        """One unit of work: commits when the block ends, rolls back when it raises."""
+        """A write transaction: commits when the block ends, rolls back when it raises.
+
+        A change that records events runs in a core.uow.unit_of_work instead, which wraps this.
+        """
         if self._sqlite_write_lock is not None:
             async with self._sqlite_write_lock:
                 async with self._transaction() as session:
@@ -92,9 +95,11 @@ class Database:
         async with self._sessions() as session:
             async with session.begin():
                 yield session
-            if session.info.get("events_appended"):
-                for flag in self._event_listeners:
-                    flag.set()
+
+    def events_committed(self) -> None:
+        """Wake this process's consumers: a transaction just committed new events."""
+        for flag in self._event_listeners:
+            flag.set()
 
     def listen_for_events(self) -> asyncio.Event:
         """A flag set whenever a transaction of this process commits new events."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -10,6 +11,7 @@ from core.attachments import AttachmentStore
 from core.db import Database
 from core.enums import Priority, Status
 from core.timeutil import Clock, utcnow
+from core.uow import UnitOfWork, unit_of_work
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,9 @@ class Desk:
     def open(cls, url: str, data_dir: Path, settings: CoreSettings | None = None,
              clock: Clock = utcnow) -> Desk:
         return cls(Database(url), settings or CoreSettings(), AttachmentStore(data_dir / "attachments"), clock)
+
+    def unit_of_work(self) -> AbstractAsyncContextManager[UnitOfWork]:
+        return unit_of_work(self.db)
 
     def format_number(self, number: int) -> str:
         return f"{self.settings.ticket_prefix}{number}"

@@ -13,3 +13,9 @@ class NotFound(UserError):
 
 class Conflict(UserError):
     """The request contradicts the current state (e.g. claiming a ticket someone else holds)."""
+
+
+def describe_error(error: BaseException) -> str:
+    """`Type: first line of the message`, bounded: database errors carry SQL and parameters after it."""
+    text = str(error).strip().splitlines()[0][:300] if str(error).strip() else ""
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__

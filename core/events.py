@@ -1,4 +1,8 @@
-"""The event log: appended in the same transaction as each change, read by consumers from a cursor."""
+"""The event log's readers: consumers keep a cursor, and one policy for an event that keeps failing.
+
+Events are recorded through a unit of work (core.uow), in the transaction of the change they
+describe; their kinds are the classes of core.event_types.
+"""
 
 from __future__ import annotations
 
@@ -6,94 +10,20 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Collection
 from datetime import datetime
-from enum import StrEnum
-from typing import Any, cast
 
-from sqlalchemy import Table, insert, select, text
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.background import nap
-from core.db import Database, dialect_of, insert_ignore
+from core.db import Database, insert_ignore
+from core.event_types import EventType
 from core.models import ConsumerCursor, Event
+from core.uow import UnitOfWork, unit_of_work
+
+__all__ = ["EventHandler", "EventType", "FailurePolicy", "HandlerFailed", "advance_cursor", "consume_once",
+           "cursor_position", "events_after", "lock_cursor", "move_cursor", "run_consumer", "unseen_events"]
 
 log = logging.getLogger(__name__)
-
-
-class EventType(StrEnum):
-    TICKET_OPENED = "TicketOpened"
-    CUSTOMER_REPLIED = "CustomerReplied"
-    STAFF_REPLIED = "StaffReplied"
-    NOTE_ADDED = "NoteAdded"
-    ASSIGNED = "Assigned"
-    UNASSIGNED = "Unassigned"
-    STATUS_CHANGED = "StatusChanged"
-    PRIORITY_CHANGED = "PriorityChanged"
-    CATEGORY_CHANGED = "CategoryChanged"
-    TAGS_CHANGED = "TagsChanged"
-    PARTICIPANT_ADDED = "ParticipantAdded"
-    MERGED = "Merged"
-    CONTACT_BLOCKED = "ContactBlocked"
-    CONTACT_UNBLOCKED = "ContactUnblocked"
-    MAIL_QUARANTINED = "MailQuarantined"
-    MAIL_HELD = "MailHeld"
-    MAIL_BOUNCED = "MailBounced"
-    OUTBOUND_FAILED = "OutboundFailed"
-    DAILY_REPORT_READY = "DailyReportReady"
-    # SLA (core.sla): their data is described in core/sla/firing.py
-    SLA_AT_RISK = "SlaAtRisk"
-    SLA_BREACHED = "SlaBreached"
-    PENDING_REMINDER_DUE = "PendingReminderDue"
-
-
-# Any constant will do; it only has to be the same in every process that appends events.
-_EVENT_APPEND_LOCK_KEY = 0x5B0_7E7
-
-
-async def append_event(
-    session: AsyncSession,
-    type_: EventType,
-    *,
-    at: datetime,
-    ticket_id: int | None = None,
-    message_id: int | None = None,
-    actor_staff_id: int | None = None,
-    actor_contact_id: int | None = None,
-    data: dict[str, Any] | None = None,
-) -> None:
-    if dialect_of(session) == "postgresql" and not session.info.get("event_lock_held"):
-        # Serial ids can commit out of order under concurrency, and a consumer whose cursor has
-        # passed id 8 would never see a late-committing id 7. Holding this lock until commit makes
-        # event-appending transactions commit in id order. SQLite writers are serial anyway.
-        await session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _EVENT_APPEND_LOCK_KEY})
-        session.info["event_lock_held"] = True
-    # A Core INSERT rather than an ORM object flushed later: nothing reads the object back, and on
-    # the path of every inbound mail the flush machinery cost more than the statement.
-    row = {"type": str(type_), "ticket_id": ticket_id, "message_id": message_id, "actor_staff_id": actor_staff_id,
-           "actor_contact_id": actor_contact_id, "data": data or {}, "created_at": at}
-    session.info["events_appended"] = True
-    deferred = session.info.get(_DEFERRED_EVENTS)
-    if deferred is not None:
-        deferred.append(row)
-    else:
-        await session.execute(_INSERT_EVENT, row)
-
-
-def defer_events(session: AsyncSession) -> None:
-    """From now on, keep this transaction's events and insert them all in write_deferred_events
-    (a batch of inbound mail appends one or more per mail, and nothing in it reads them back)."""
-    session.info.setdefault(_DEFERRED_EVENTS, [])
-
-
-async def write_deferred_events(session: AsyncSession) -> None:
-    """Insert the kept events, in the order they were appended, with one statement."""
-    rows = session.info.get(_DEFERRED_EVENTS)
-    if rows:
-        await session.execute(_INSERT_EVENT, list(rows))
-        rows.clear()
-
-
-_DEFERRED_EVENTS = "deferred_events"
-_INSERT_EVENT = insert(cast(Table, Event.__table__))
 
 
 async def cursor_position(session: AsyncSession, consumer: str) -> int:
@@ -123,7 +53,20 @@ async def events_after(session: AsyncSession, position: int, limit: int = 100) -
     return list(rows)
 
 
-EventHandler = Callable[[AsyncSession, Event], Awaitable[None]]
+async def unseen_events(db: Database, consumer: str, limit: int = 100) -> list[Event]:
+    """The next events after the consumer's cursor, oldest first (for a consumer that moves its cursor
+    itself, after acting outside the database: the Discord projector)."""
+    async with db.read() as session:
+        return await events_after(session, await cursor_position(session, consumer), limit)
+
+
+async def move_cursor(db: Database, consumer: str, position: int, at: datetime) -> None:
+    """Mark every event up to `position` as handled by the consumer (never moves it back)."""
+    async with db.transaction() as session:
+        await advance_cursor(session, consumer, position, at)
+
+
+EventHandler = Callable[[UnitOfWork, Event], Awaitable[None]]
 
 
 async def consume_once(db: Database, consumer: str, handle: EventHandler, *, clock: Callable[[], datetime],
@@ -152,14 +95,14 @@ async def consume_once(db: Database, consumer: str, handle: EventHandler, *, clo
             continue
         event_id = pending[index][0]
         index += 1
-        async with db.transaction() as session:
-            cursor = await lock_cursor(session, consumer, clock())
+        async with unit_of_work(db) as uow:
+            cursor = await lock_cursor(uow.session, consumer, clock())
             if cursor.position >= event_id:
                 continue  # another worker got here first
-            event = await session.get(Event, event_id)
+            event = await uow.session.get(Event, event_id)
             assert event is not None
             try:
-                await handle(session, event)
+                await handle(uow, event)
             except Exception as e:
                 raise HandlerFailed(consumer, event_id) from e
             cursor.position, cursor.updated_at = event_id, clock()
@@ -178,28 +121,48 @@ class HandlerFailed(Exception):
 MAX_ATTEMPTS_PER_EVENT = 5
 
 
+class FailurePolicy:
+    """Retry an event that failed; after `max_attempts` give up on it, with one error in the log.
+
+    The one retry-and-skip policy of every consumer: the mail notifier, the SLA clocks and the
+    Discord projector.
+    """
+
+    def __init__(self, consumer: str, max_attempts: int = MAX_ATTEMPTS_PER_EVENT) -> None:
+        self.consumer = consumer
+        self.max_attempts = max_attempts
+        self._failures: dict[int, int] = {}
+
+    def give_up(self, event_id: int, error: BaseException | None) -> bool:
+        """Count a failure of this event; True when it is to be passed over from now on."""
+        attempts = self._failures[event_id] = self._failures.get(event_id, 0) + 1
+        if attempts < self.max_attempts:
+            log.warning("consumer %s failed on event %d (attempt %d)", self.consumer, event_id, attempts,
+                        exc_info=error)
+            return False
+        log.error("consumer %s skips event %d after %d failures", self.consumer, event_id, attempts,
+                  exc_info=error)
+        del self._failures[event_id]
+        return True
+
+
 async def run_consumer(db: Database, consumer: str, handle: EventHandler, *, clock: Callable[[], datetime],
                        poll_seconds: float = 2.0, stop: asyncio.Event | None = None,
                        types: Collection[str] | None = None) -> None:
     """Consume forever: woken by commits in this process, polling for those of other processes."""
     stop = stop or asyncio.Event()
     committed = db.listen_for_events()
-    failures: dict[int, int] = {}
+    policy = FailurePolicy(consumer)
     while not stop.is_set():
         committed.clear()
         try:
             while await consume_once(db, consumer, handle, clock=clock, types=types):
                 pass
         except HandlerFailed as e:
-            failures[e.event_id] = failures.get(e.event_id, 0) + 1
-            if failures[e.event_id] >= MAX_ATTEMPTS_PER_EVENT:
-                log.error("consumer %s skips event %d after %d failures", consumer, e.event_id,
-                          failures.pop(e.event_id), exc_info=e.__cause__)
+            if policy.give_up(e.event_id, e.__cause__):
                 async with db.transaction() as session:
                     await advance_cursor(session, consumer, e.event_id, clock())
                 continue
-            log.warning("consumer %s failed on event %d (attempt %d); retrying in %.0fs", consumer,
-                        e.event_id, failures[e.event_id], poll_seconds, exc_info=e.__cause__)
         except Exception:
             log.exception("consumer %s failed; retrying in %.0fs", consumer, poll_seconds)
         await nap(poll_seconds, committed, stop)

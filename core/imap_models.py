@@ -34,6 +34,15 @@ class ImapPosition:
     last_uid: int
 
 
+@dataclass(frozen=True)
+class ReadUpTo:
+    """A mailbox's folder read up to a position: stored together with the mails up to it."""
+
+    mailbox: str
+    folder: str
+    position: ImapPosition
+
+
 async def load_position(db: Database, mailbox: str, folder: str) -> ImapPosition | None:
     async with db.read() as session:
         row = await session.get(ImapState, (mailbox, folder))

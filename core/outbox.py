@@ -11,10 +11,12 @@ from sqlalchemy import exists, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
+from core.backoff import Backoff
 from core.desk import Desk
 from core.enums import OutboxStatus
 from core.errors import Conflict, NotFound
-from core.events import EventType, append_event
+from core.event_types import OutboundFailed
+from core.uow import UnitOfWork
 from core.models import OutboxMail
 from core.outbox_models import OutboxRecipient
 
@@ -32,9 +34,8 @@ class RetryPolicy:
     lease: timedelta = timedelta(minutes=5)
 
     def delay(self, attempts: int, rng: random.Random | None = None) -> timedelta:
-        base = min(self.maximum.total_seconds(), self.initial.total_seconds() * 2 ** max(0, attempts - 1))
-        # ±20 % so many mails queued during one outage do not all hit the relay at the same second.
-        return timedelta(seconds=base * (rng or random).uniform(0.8, 1.2))
+        backoff = Backoff(self.initial.total_seconds(), self.maximum.total_seconds())
+        return timedelta(seconds=backoff.delay(max(1, attempts), rng))
 
 
 @dataclass(frozen=True)
@@ -51,8 +52,10 @@ class OutgoingMail:
     message_id: int | None = None
 
 
-async def enqueue(session: AsyncSession, mail: OutgoingMail, now: datetime) -> OutboxMail:
-    """Queue in the caller's transaction, so the mail exists exactly when its cause does."""
+async def enqueue(uow: UnitOfWork, mail: OutgoingMail, now: datetime) -> OutboxMail:
+    """Queue in the caller's unit of work, so the mail exists exactly when its cause does."""
+    session = uow.session
+    uow.wake_after_commit()
     row = OutboxMail(
         ticket_id=mail.ticket_id, message_id=mail.message_id, kind=mail.kind,
         rfc822_message_id=mail.rfc822_message_id, mail_from=mail.mail_from,
@@ -112,12 +115,12 @@ async def mark_sent(desk: Desk, mail_id: int, note: str | None = None) -> None:
 async def mark_retry(desk: Desk, mail_id: int, error: str, policy: RetryPolicy) -> bool:
     """Try again later; after `give_up_after` of failing, fail for good. True if it will be retried."""
     now = desk.clock()
-    async with desk.db.transaction() as session:
-        row = await session.get(OutboxMail, mail_id, with_for_update=True)
+    async with desk.unit_of_work() as uow:
+        row = await uow.session.get(OutboxMail, mail_id, with_for_update=True)
         if row is None:
             return False
         if now - row.created_at >= policy.give_up_after:
-            await _fail(session, row, f"gave up after {row.attempts} attempts: {error}", now)
+            _fail(uow, row, f"gave up after {row.attempts} attempts: {error}", now)
             return False
         row.status = OutboxStatus.QUEUED
         row.last_error = error[:2000]
@@ -128,19 +131,17 @@ async def mark_retry(desk: Desk, mail_id: int, error: str, policy: RetryPolicy) 
 async def mark_failed(desk: Desk, mail_id: int, error: str) -> None:
     """A permanent failure: the mail stays, marked failed, and staff hear of it through an event."""
     now = desk.clock()
-    async with desk.db.transaction() as session:
-        row = await session.get(OutboxMail, mail_id, with_for_update=True)
+    async with desk.unit_of_work() as uow:
+        row = await uow.session.get(OutboxMail, mail_id, with_for_update=True)
         if row is not None:
-            await _fail(session, row, error, now)
+            _fail(uow, row, error, now)
 
 
-async def _fail(session: AsyncSession, row: OutboxMail, error: str, now: datetime) -> None:
+def _fail(uow: UnitOfWork, row: OutboxMail, error: str, now: datetime) -> None:
     row.status = OutboxStatus.FAILED
     row.last_error = error[:2000]
-    await append_event(session, EventType.OUTBOUND_FAILED, at=now, ticket_id=row.ticket_id,
-                       message_id=row.message_id,
-                       data={"outbox_id": row.id, "kind": row.kind, "error": error[:500],
-                             "attempts": row.attempts, "recipients": len(row.recipients)})
+    uow.record(OutboundFailed(ticket_id=row.ticket_id, message_id=row.message_id, outbox_id=row.id, kind=row.kind,
+                              error=error[:500], attempts=row.attempts, recipients=len(row.recipients)), at=now)
 
 
 async def list_mail(desk: Desk, status: OutboxStatus | None = None, limit: int = 50) -> list[OutboxMail]:

@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from imapclient.exceptions import LoginError
-from sqlalchemy.ext.asyncio import AsyncSession
 
+from core.backoff import Backoff
 from core.desk import Desk
-from core.imap_models import ImapPosition, load_position, save_position, save_position_in
+from core.imap_models import ImapPosition, ReadUpTo, load_position, save_position
 from core.inbound import StoredMail
 from mail_gateway.imap_connection import ImapConnection, MailboxSettings
 from mail_gateway.store import store_received_many
@@ -158,11 +157,9 @@ class ImapSource:
             present = [uid for uid in batch if uid in fetched]  # the others were expunged meanwhile
             after = ImapPosition(position.uidvalidity, batch[-1])
 
-            async def save(session: AsyncSession, after: ImapPosition = after) -> None:
-                await save_position_in(session, self.config.name, self.config.folder, after, self.desk.clock())
-
             stored = await self._store(self.desk, [fetched[uid] for uid in present],
-                                       source=f"imap:{self.config.name}", mailbox=self.config.name, then=save)
+                                       source=f"imap:{self.config.name}", mailbox=self.config.name,
+                                       read_up_to=ReadUpTo(self.config.name, self.config.folder, after))
             position = after
             self.stored_count += len(stored)
             log.debug("%s: stored uids %d-%d as %d inbound mails", self.name, batch[0], batch[-1], len(stored))
@@ -222,8 +219,7 @@ class ImapSource:
         if self._stopping.is_set():
             return
         self._failures += 1
-        delay = min(self.config.reconnect_max_seconds, BACKOFF_START_SECONDS * 2 ** (self._failures - 1))
-        delay *= random.uniform(0.8, 1.2)  # several mailboxes on one server should not reconnect in step
+        delay = Backoff(BACKOFF_START_SECONDS, self.config.reconnect_max_seconds).delay(self._failures)
         self.state = "backoff"
         self.last_error = _describe(error)
         level = logging.ERROR if isinstance(error, LoginError) or self._failures >= 5 else logging.WARNING

@@ -7,8 +7,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from core.desk import Desk
-from mail_gateway.inbound_context import InboundContext
-from mail_gateway.processing import describe_error, process_stored
+from core.errors import describe_error
+from mail_gateway.handoff import Handoff
 from mail_gateway.store import store_received
 
 log = logging.getLogger("mail_gateway.pipe")
@@ -21,7 +21,7 @@ class Ingested:
     line: str
 
 
-async def ingest(desk: Desk, ctx: InboundContext, mails: Sequence[tuple[str, bytes]], *,
+async def ingest(desk: Desk, handoff: Handoff, mails: Sequence[tuple[str, bytes]], *,
                  envelope_from: str | None = None, envelope_to: Sequence[str] = ()) -> list[Ingested]:
     """Each mail on its own: one that cannot be stored does not stop the rest."""
     results: list[Ingested] = []
@@ -34,8 +34,8 @@ async def ingest(desk: Desk, ctx: InboundContext, mails: Sequence[tuple[str, byt
             results.append(Ingested(name, False, f"{name}: NOT stored ({describe_error(e)}); try again"))
             continue
         try:
-            outcome = await process_stored(desk, stored.id, ctx)
-            line = outcome.describe(desk)
+            [outcome] = await handoff.take([stored.id])
+            line = outcome.describe(desk.format_number)
         except Exception as e:  # stored is what counts: the worker of `supportbot run` finishes it
             log.error("mail %d stored but not processed: %s", stored.id, describe_error(e))
             line = f"mail {stored.id}: stored; processing deferred ({describe_error(e)})"

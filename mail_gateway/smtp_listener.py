@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +17,8 @@ from aiosmtpd.lmtp import LMTP
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from core.desk import Desk
-from mail_gateway.inbound_context import InboundContext
-from mail_gateway.processing import describe_error
+from core.addresses import OwnAddresses
+from core.errors import describe_error
 from mail_gateway.store import store_received
 
 log = logging.getLogger("mail_gateway.smtp")
@@ -35,14 +35,14 @@ def _redact(address: str) -> str:
 class _Handler:
     """aiosmtpd hooks: refuse unknown recipients early, store before saying yes."""
 
-    def __init__(self, desk: Desk, ctx: InboundContext, on_stored: Callable[[], None] | None) -> None:
+    def __init__(self, desk: Desk, own: OwnAddresses, on_stored: Callable[[], None] | None) -> None:
         self.desk = desk
-        self.ctx = ctx
+        self.own = own
         self.on_stored = on_stored
 
     async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope, address: str,
                           rcpt_options: list[str]) -> str:
-        if not self.ctx.is_support_address(address):
+        if address not in self.own:
             return "550 5.1.1 Recipient address rejected: no such mailbox here"
         if len(envelope.rcpt_tos) >= MAX_RECIPIENTS:
             return "452 4.5.3 Too many recipients"
@@ -112,7 +112,7 @@ class SmtpListener:
 
     name = "smtp-listener"
 
-    def __init__(self, desk: Desk, ctx: InboundContext, *, host: str = "127.0.0.1", port: int = 2525,
+    def __init__(self, desk: Desk, support_addresses: Sequence[str], *, host: str = "127.0.0.1", port: int = 2525,
                  max_message_bytes: int = 35 * 1024 * 1024, tls: ssl.SSLContext | None = None,
                  hostname: str | None = None, on_stored: Callable[[], None] | None = None,
                  lmtp: bool = False) -> None:
@@ -122,8 +122,8 @@ class SmtpListener:
         self.port = port
         self.max_message_bytes = max_message_bytes
         self.tls = tls
-        self.hostname = hostname or (ctx.support_addresses[0].partition("@")[2] or "localhost")
-        self._handler = _Handler(desk, ctx, on_stored)
+        self.hostname = hostname or (support_addresses[0].partition("@")[2] or "localhost")
+        self._handler = _Handler(desk, OwnAddresses.of(support_addresses), on_stored)
         self._server: asyncio.Server | None = None
 
     def _protocol(self) -> SMTP:

@@ -6,7 +6,8 @@ import re
 from collections.abc import Sequence
 
 from core.desk import Desk
-from core.inbound import AfterStore, RawMail, StoredMail, store_raw, store_raw_many
+from core.imap_models import ReadUpTo
+from core.inbound import RawMail, StoredMail, store_raw, store_raw_many
 
 _HEADER_END = re.compile(rb"\r?\n\r?\n")
 _MESSAGE_ID = re.compile(rb"^message-id:[ \t]*(?:\r?\n[ \t]+)*<([^<>\s]{1,900})>", re.IGNORECASE | re.MULTILINE)
@@ -28,7 +29,7 @@ async def store_received(desk: Desk, raw: bytes, *, source: str, mailbox: str = 
 
 
 async def store_received_many(desk: Desk, raws: Sequence[bytes], *, source: str, mailbox: str = "",
-                              then: AfterStore | None = None) -> list[StoredMail]:
-    """A batch in one transaction; `then` adds to it (the IMAP position), see core.inbound.store_raw_many."""
+                              read_up_to: ReadUpTo | None = None) -> list[StoredMail]:
+    """A batch in one transaction, with the IMAP position after it (core.inbound.store_raw_many)."""
     mails = [RawMail(raw, message_id=message_id_of(raw)) for raw in raws]
-    return await store_raw_many(desk, mails, source=source, mailbox=mailbox, then=then)
+    return await store_raw_many(desk, mails, source=source, mailbox=mailbox, read_up_to=read_up_to)

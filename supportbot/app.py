@@ -7,8 +7,9 @@ import logging
 import os
 import secrets
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -16,8 +17,17 @@ from prometheus_client import CollectorRegistry
 
 from core.desk import Desk
 from core.errors import UserError
+from core.intake import Intake
 from core.migrate import upgrade
+from mail_gateway.worker import InboundWorker
 from supportbot.config import Config
+from supportbot.discord_wiring import discord_part
+from supportbot.health import health_part
+from supportbot.imap_wiring import imap_part
+from supportbot.mail_wiring import intake_settings, smtp_listener_part
+from supportbot.outbound import notifier_part, sender_part
+from supportbot.reporting import report_part, report_with_chart
+from supportbot.sla_wiring import sla_part
 
 log = logging.getLogger("supportbot.app")
 
@@ -34,14 +44,11 @@ class Part(Protocol):
 
 @dataclass
 class App:
-    config: Config
+    """The parts `run` started, in order, and the desk they share."""
+
     desk: Desk
     parts: list[Part] = field(default_factory=list)
     started: list[Part] = field(default_factory=list)
-    # Per app, not prometheus_client's global registry: tests run several apps in one process.
-    metrics: CollectorRegistry = field(default_factory=CollectorRegistry)
-    # day (None: the last full day) -> (core.reports.DailyReport, chart PNG bytes)
-    report_source: Callable[..., Awaitable[tuple[Any, bytes]]] | None = None
 
     async def start(self) -> None:
         for part in self.parts:
@@ -83,39 +90,36 @@ def desk_secret(config: Config) -> bytes:
     return path.read_text().strip().encode()
 
 
-PartFactory = Callable[[App], Awaitable[Part | None]]
-
-
 async def build_app(config: Config, *, migrate: bool = True) -> App:
     desk = open_desk(config)
     if migrate:
         change = await upgrade(desk.db)
         log.info("%s; %s", change, _describe_db(config))
-    app = App(config, desk)
-    from supportbot.reporting import report_with_chart
-
-    # The bot shows reports but may not import supportbot: it gets this function instead.
-    app.report_source = lambda day=None: report_with_chart(desk, config, day)
-    for factory in part_factories():
-        part = await factory(app)
-        if part is not None:
-            app.parts.append(part)
+    app = App(desk)
+    app.parts = build_parts(config, desk, secret=desk_secret(config), running=lambda: [p.name for p in app.started])
     return app
 
 
-def part_factories() -> list[PartFactory]:
-    """The parts `run` knows, in start order; each factory returns None (and logs why) to skip."""
-    from bot.part import discord_part
-    from supportbot.health import health_part
-    from supportbot.imap_wiring import imap_part
-    from supportbot.mail_wiring import inbound_worker_part, smtp_listener_part
-    from supportbot.outbound import notifier_part, sender_part
-    from supportbot.reporting import report_part
-    from supportbot.sla_wiring import sla_part
+def build_parts(config: Config, desk: Desk, *, secret: bytes, running: Callable[[], list[str]]) -> list[Part]:
+    """Every part `run` starts, in start order, each built with exactly what it needs; a part that is
+    not configured is left out (its factory logs why)."""
+    worker = InboundWorker(Intake(desk, intake_settings(config, secret)), poll_seconds=config.mail.inbound_poll_seconds)
 
-    # The worker before the listener: parts stop in reverse, so the listener stops taking mail first.
-    return [health_part, sender_part, notifier_part, inbound_worker_part, smtp_listener_part, imap_part,
-            discord_part, sla_part, report_part]
+    async def reports(day: date | None = None) -> tuple[Any, bytes]:  # the bot shows reports it cannot build
+        return await report_with_chart(desk, config, day)
+
+    parts = [
+        health_part(config, desk, CollectorRegistry(), running),  # a registry per app: tests run several
+        sender_part(config, desk),
+        notifier_part(config, desk, secret),
+        worker,  # before the mail inputs: parts stop in reverse, so inputs stop taking mail first
+        smtp_listener_part(config, desk, on_stored=worker.wake),
+        imap_part(config, desk, on_stored=worker.wake),
+        discord_part(config, desk, reports=reports),
+        sla_part(config, desk),
+        report_part(config, desk),
+    ]
+    return [part for part in parts if part is not None]
 
 
 async def run(config: Config, *, migrate: bool = True, ready: asyncio.Event | None = None,

@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Callable
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, Gauge, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
 from sqlalchemy import func, select
 
+from core.desk import Desk
 from core.models import ConsumerCursor, Event, InboundMail, OutboxMail, Ticket
-
-if TYPE_CHECKING:
-    from supportbot.app import App
+from supportbot.config import Config, HttpConfig
 
 log = logging.getLogger("supportbot.health")
 
@@ -21,11 +20,12 @@ log = logging.getLogger("supportbot.health")
 class HealthServer:
     name = "health and metrics endpoint"
 
-    def __init__(self, app: App) -> None:
-        self.app = app
+    def __init__(self, desk: Desk, http: HttpConfig, metrics: CollectorRegistry,
+                 running: Callable[[], list[str]]) -> None:
+        self.desk, self.http, self.registry, self.running = desk, http, metrics, running
         self.started_at = time.monotonic()
         self._runner: web.AppRunner | None = None
-        registry = app.metrics
+        registry = metrics
         self.tickets = Gauge("supportbot_tickets", "Tickets by status", ["status"], registry=registry)
         self.outbox = Gauge("supportbot_outbox_mail", "Outbound mail by status", ["status"], registry=registry)
         self.inbound = Gauge("supportbot_inbound_mail", "Received mail by status", ["status"], registry=registry)
@@ -40,7 +40,7 @@ class HealthServer:
         web_app.add_routes([web.get("/healthz", self.healthz), web.get("/metrics", self.metrics)])
         self._runner = web.AppRunner(web_app, access_log=None)
         await self._runner.setup()
-        http = self.app.config.http
+        http = self.http
         site = web.TCPSite(self._runner, http.host, http.port)
         await site.start()
         sockets = site._server.sockets if site._server else []  # type: ignore[union-attr]
@@ -52,9 +52,9 @@ class HealthServer:
             await self._runner.cleanup()
 
     async def healthz(self, request: web.Request) -> web.Response:
-        parts = [p.name for p in self.app.started]
+        parts = self.running()
         try:
-            await self.app.desk.db.ping()
+            await self.desk.db.ping()
         except Exception as e:
             log.warning("health check: database unreachable: %s", type(e).__name__)
             return web.json_response({"status": "error", "database": "unreachable", "parts": parts},
@@ -69,11 +69,11 @@ class HealthServer:
         except Exception as e:
             log.warning("metrics: database query failed: %s", type(e).__name__)
             self.up.set(0)
-        body = generate_latest(self.app.metrics)
+        body = generate_latest(self.registry)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def _refresh(self) -> None:
-        async with self.app.desk.db.read() as session:
+        async with self.desk.db.read() as session:
             for gauge, column in ((self.tickets, Ticket.status), (self.outbox, OutboxMail.status),
                                   (self.inbound, InboundMail.status)):
                 gauge.clear()
@@ -86,8 +86,9 @@ class HealthServer:
                 self.lag.labels(name).set(last_event - position)
 
 
-async def health_part(app: App) -> HealthServer | None:
-    if not app.config.http.enabled:
+def health_part(config: Config, desk: Desk, metrics: CollectorRegistry,
+                running: Callable[[], list[str]]) -> HealthServer | None:
+    if not config.http.enabled:
         log.info("skipping health and metrics endpoint: http.enabled is false")
         return None
-    return HealthServer(app)
+    return HealthServer(desk, config.http, metrics, running)

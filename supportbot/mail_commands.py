@@ -13,12 +13,13 @@ from core import inbound
 from core.desk import Desk
 from core.enums import InboundStatus
 from core.errors import UserError
+from core.intake import Kind
 from core.models import InboundMail
+from core.errors import describe_error
 from mail_gateway.pipe import ingest as ingest_mails
-from mail_gateway.processing import describe_error, process_stored
 from supportbot.app import desk_secret
 from supportbot.config import Config
-from supportbot.mail_wiring import inbound_context
+from supportbot.mail_wiring import handoff, intake_settings
 
 EX_NOINPUT = 66
 EX_TEMPFAIL = 75
@@ -43,7 +44,7 @@ async def ingest(args: argparse.Namespace, config: Config) -> int:
         return EX_NOINPUT
     # Whatever stops us before a mail is stored is temporary for the MTA: it must try again.
     try:
-        ctx = inbound_context(config, desk_secret(config))
+        settings = intake_settings(config, desk_secret(config))
     except Exception as e:  # e.g. the pipe runs as a user who cannot read data_dir/secret.key
         print(f"supportbot: cannot read the signing key ({describe_error(e)}); nothing stored", file=sys.stderr)
         return EX_TEMPFAIL
@@ -54,7 +55,7 @@ async def ingest(args: argparse.Namespace, config: Config) -> int:
               file=sys.stderr)
         return EX_TEMPFAIL
     try:
-        results = await ingest_mails(desk, ctx, mails,
+        results = await ingest_mails(desk, handoff(desk, settings), mails,
                                      envelope_from=args.envelope_from, envelope_to=args.envelope_to or ())
     finally:
         await desk.close()
@@ -124,12 +125,12 @@ async def _retry(desk: Desk, config: Config, args: argparse.Namespace) -> int:
         print(f"no {status} mail")
         return 0
     await inbound.requeue(desk, ids, release=args.release)
-    ctx = inbound_context(config, desk_secret(config))
+    taking = handoff(desk, intake_settings(config, desk_secret(config)))
     failed = 0
     for mail_id in sorted(ids):
-        outcome = await process_stored(desk, mail_id, ctx)
-        failed += outcome.kind == "quarantined"
-        print(outcome.describe(desk))
+        [outcome] = await taking.take([mail_id])
+        failed += outcome.kind == Kind.QUARANTINED
+        print(outcome.describe(desk.format_number))
     return 1 if failed else 0
 
 

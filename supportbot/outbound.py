@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 from datetime import timedelta
-from typing import TYPE_CHECKING
 
 from core.desk import Desk
 from core.background import Background
@@ -21,12 +20,10 @@ from mail_gateway.outbound.notifier import (
 from mail_gateway.outbound.sender import OutboxSender
 from mail_gateway.outbound.smtp import RelaySettings, SmtpTransport
 from mail_gateway.outbound.transport import Transport
-from mail_gateway.tokens import Signer
+from core.tokens import Signer
 from supportbot.config import Config
 from supportbot.templating import template_environment
 
-if TYPE_CHECKING:
-    from supportbot.app import App
 
 log = logging.getLogger(__name__)
 
@@ -88,11 +85,9 @@ class NotifierPart:
         await self._background.stop()
 
 
-async def notifier_part(app: App) -> NotifierPart:
-    from supportbot.app import desk_secret
-
-    return NotifierPart(app.desk, build_notifier(app.config, app.desk, desk_secret(app.config)))
+def notifier_part(config: Config, desk: Desk, secret: bytes) -> NotifierPart:
+    return NotifierPart(desk, build_notifier(config, desk, secret))
 
 
-async def sender_part(app: App) -> OutboxSender:
-    return OutboxSender(app.desk, build_transport(app.config), retry_policy(app.config))
+def sender_part(config: Config, desk: Desk) -> OutboxSender:
+    return OutboxSender(desk, build_transport(config), retry_policy(config))

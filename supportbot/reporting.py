@@ -16,11 +16,10 @@ from zoneinfo import ZoneInfo
 
 from core.background import Background, nap
 from core.desk import Desk
-from core.events import EventType, append_event
+from core.event_types import DailyReportReady
 from core.outbox import OutgoingMail, enqueue
 from core.report_schedule import ReportSchedule, claim, mark_failed, record_sent, unsent_days
 from core.reports import DailyReport, daily_report, previous_local_day
-from supportbot.app import App
 from supportbot.config import Config
 from supportbot.report_view import CHART_CID, ViewOptions, report_context
 from supportbot.templating import template_environment
@@ -119,17 +118,16 @@ async def queue_report(desk: Desk, config: Config, rendered: RenderedReport, *, 
     sender = Address(display_name=config.mail.from_name or config.desk.name, addr_spec=support)
     content = compose_report_mail(rendered, sender=sender, to=config.reports.managers, message_id=message_id,
                                   sent_at=now)
-    async with desk.db.transaction() as session:
+    async with desk.unit_of_work() as uow:
         row_id = None
         if config.reports.managers:  # a team may want the report in Discord only
-            row = await enqueue(session, OutgoingMail(kind="report", rfc822_message_id=message_id,
+            row = await enqueue(uow, OutgoingMail(kind="report", rfc822_message_id=message_id,
                                                       mail_from=support, recipients=list(config.reports.managers),
                                                       content=content, automatic=True), now)
             row_id = row.id
-        await record_sent(session, KIND, rendered.report.day, now)
+        await record_sent(uow.session, KIND, rendered.report.day, now)
         if scheduled:  # the Discord projector posts the same report in the reports channel
-            await append_event(session, EventType.DAILY_REPORT_READY, at=now,
-                               data={"day": rendered.report.day.isoformat()})
+            uow.record(DailyReportReady(day=rendered.report.day.isoformat()), at=now)
         return row_id
 
 
@@ -183,16 +181,16 @@ class ReportScheduler:
             await nap(min(max(wait, 1.0), MAX_SLEEP_SECONDS), self._stop)
 
 
-async def report_part(app: App) -> ReportScheduler | None:
+def report_part(config: Config, desk: Desk) -> ReportScheduler | None:
     """Part factory for `supportbot run`: None (and why, once) when reports are off."""
-    reports = app.config.reports
+    reports = config.reports
     if not reports.enabled:
         log.info("daily report disabled ([reports] enabled = false)")
         return None
-    if not reports.managers and not app.config.discord.reports_channel_id:
+    if not reports.managers and not config.discord.reports_channel_id:
         log.info("daily report not sent: neither [reports] managers nor [discord] reports_channel_id is set")
         return None
-    return ReportScheduler(app.desk, app.config)
+    return ReportScheduler(desk, config)
 
 
 __all__ = ["RenderedReport", "ReportScheduler", "build_daily", "compose_report_mail", "queue_report",

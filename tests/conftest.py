@@ -1,4 +1,8 @@
-"""Shared fixtures: a migrated desk on SQLite and on a real PostgreSQL server, and a fixed clock."""
+"""Shared fixtures: a migrated desk on SQLite and on a real PostgreSQL server, and a fixed clock.
+
+Every desk a test uses is built by `open_desk`; the real servers are started by the project's own
+scripts in scripts/servers/ (PostgreSQL here, Dovecot and Postfix in tests/servers.py).
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,8 @@ import shutil
 import subprocess
 import tempfile
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -23,8 +28,11 @@ from core.migrate import upgrade
 from supportbot import runloop
 
 REPO = Path(__file__).resolve().parent.parent
-SHARED = Path(os.environ.get("SUPPORTBOT_SHARED", REPO.parent / "shared"))
+SERVERS = REPO / "scripts" / "servers"  # start-/stop- scripts for PostgreSQL, Dovecot and Postfix
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+INSTALL_HINT = ("run scripts/test as root, which installs them (scripts/install-servers), or: "
+                "apt-get install dovecot-imapd dovecot-lmtpd postfix postgresql")
+SETTINGS = CoreSettings(categories=("general", "billing", "technical"))
 
 
 def need_server(reason: str) -> None:
@@ -32,6 +40,11 @@ def need_server(reason: str) -> None:
     if IN_CI:
         pytest.fail(f"CI must not skip: {reason}")
     pytest.skip(reason)
+
+
+def not_installed(server: str) -> str:
+    """Why a test cannot run, and how to fix it."""
+    return f"{server} is not installed; {INSTALL_HINT}"
 
 
 class FixedClock:
@@ -65,18 +78,19 @@ def clock() -> FixedClock:
     return FixedClock()
 
 
+def postgres_installed() -> bool:
+    return shutil.which("initdb") is not None or any(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+
+
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[str]:
-    """A throwaway PostgreSQL on loopback (../shared/postgres), migrated once as a template."""
-    start = SHARED / "postgres" / "start-postgres.sh"
-    stop = SHARED / "postgres" / "stop-postgres.sh"
-    if not start.exists():
-        need_server(f"no PostgreSQL start script at {start}")
-    if shutil.which("initdb") is None and not Path("/usr/lib/postgresql").exists():
-        need_server("PostgreSQL is not installed (apt-get install postgresql)")
+    """A throwaway PostgreSQL on loopback for the whole session (scripts/servers/start-postgres.sh)."""
+    if not postgres_installed():
+        need_server(not_installed("PostgreSQL"))
     state = tempfile.mkdtemp(prefix="pg-", dir="/tmp")  # not under tmp_path: the server user must reach it
-    result = subprocess.run([str(start), state, "auto"], capture_output=True, text=True)
-    if result.returncode != 0:
+    result = subprocess.run([str(SERVERS / "start-postgres.sh"), state, "auto"], capture_output=True, text=True,
+                            timeout=120)
+    if result.returncode != 0 or "POSTGRES READY" not in result.stdout:
         shutil.rmtree(state, ignore_errors=True)
         need_server(f"PostgreSQL did not start: {result.stderr.strip()[-500:]}")
     url = re.search(r"url=(\S+)", result.stdout)
@@ -84,7 +98,7 @@ def postgres_server() -> Iterator[str]:
     try:
         yield url.group(1)
     finally:
-        subprocess.run([str(stop), state, "--purge"], capture_output=True)
+        subprocess.run([str(SERVERS / "stop-postgres.sh"), state, "--purge"], capture_output=True, timeout=60)
 
 
 async def _fresh_postgres_database(server_url: str) -> str:
@@ -101,21 +115,64 @@ async def _fresh_postgres_database(server_url: str) -> str:
     return server_url.rsplit("/", 1)[0] + "/" + name
 
 
+def sqlite_url(directory: Path) -> str:
+    return f"sqlite+aiosqlite:///{directory / 'desk.db'}"
+
+
+@asynccontextmanager
+async def open_desk(url: str, directory: Path, clock: Callable[[], datetime] | None = None, *,
+                    migrate: bool = True) -> AsyncIterator[Desk]:
+    """The desk every test uses, on the database at `url`, attachments under `directory`.
+
+    `migrate=False` for a database already migrated (a copied template, or a second engine on the
+    database of another desk, as another process would open it). Without a clock: real time.
+    """
+    db = Database(url)
+    try:
+        if migrate:
+            await upgrade(db)
+        files = AttachmentStore(directory / "attachments")
+        yield Desk(db, SETTINGS, files) if clock is None else Desk(db, SETTINGS, files, clock)
+    finally:
+        await db.dispose()
+
+
+def copy_of(template: Path, directory: Path) -> str:
+    """A copy of a migrated SQLite file as `directory`'s desk database; returns its URL."""
+    shutil.copyfile(template, directory / "desk.db")
+    return sqlite_url(directory)
+
+
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
-        return f"sqlite+aiosqlite:///{tmp_path / 'desk.db'}"
+        return sqlite_url(tmp_path)
     server = request.getfixturevalue("postgres_server")
     return await _fresh_postgres_database(server)
 
 
 @pytest.fixture
 async def desk(database_url: str, tmp_path: Path, clock: FixedClock) -> AsyncIterator[Desk]:
-    db = Database(database_url)
-    await upgrade(db)
-    settings = CoreSettings(categories=("general", "billing", "technical"))
-    desk = Desk(db, settings, AttachmentStore(tmp_path / "attachments"), clock)
-    try:
+    """A freshly migrated desk, on SQLite and on PostgreSQL."""
+    async with open_desk(database_url, tmp_path, clock) as desk:
         yield desk
-    finally:
-        await desk.close()
+
+
+@pytest.fixture(scope="session")
+def migrated_sqlite(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One migrated SQLite file, copied for each test: migrating takes longer than many tests."""
+    directory = tmp_path_factory.mktemp("template")
+
+    async def migrate() -> None:
+        async with open_desk(sqlite_url(directory), directory):
+            pass  # closing the last connection folds the WAL back into the file
+
+    asyncio.run(migrate())
+    return directory / "desk.db"
+
+
+@pytest.fixture
+async def sqlite_desk(tmp_path: Path, clock: FixedClock, migrated_sqlite: Path) -> AsyncIterator[Desk]:
+    """The desk on SQLite only, for tests that do not depend on the database engine."""
+    async with open_desk(copy_of(migrated_sqlite, tmp_path), tmp_path, clock, migrate=False) as desk:
+        yield desk

@@ -1,8 +1,9 @@
 """Real mail servers on loopback for tests and benchmarks: Dovecot (IMAP/LMTP) and Postfix (SMTP).
 
 Plain functions (`start_dovecot`, `start_postfix`) work anywhere, e.g. in bench/; the pytest
-fixtures `dovecot` and `postfix` wrap them and skip (fail in CI) when a server is missing.
-Both use the verified scripts in ../shared/mailservers and stop their server by its PID.
+fixtures `dovecot` and `postfix`, and `dovecot_and_postfix` for a test's own fixture, wrap them
+and skip (fail in CI) when a server is missing. Both run the project's own scripts in
+scripts/servers/, which bind 127.0.0.1 only, and stop their server by its PID.
 """
 
 from __future__ import annotations
@@ -13,21 +14,21 @@ import smtplib
 import socket
 import subprocess
 import tempfile
-import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
 import pytest
 
-from tests.conftest import SHARED, need_server
+from tests.conftest import SERVERS, need_server, not_installed
 
-MAILSERVERS = SHARED / "mailservers"
 HOST = "127.0.0.1"
 T = TypeVar("T")
 DEFAULT_USERS = {"support@example.test": "secret", "other@example.test": "secret"}
+POSTFIX_NEEDS_ROOT = ("Postfix's master must run as root: run the tests as root "
+                      "(scripts/test as root also installs the servers)")
 
 
 class ServerUnavailable(RuntimeError):
@@ -96,11 +97,8 @@ class Dovecot:
 
     def stop(self, purge: bool = False) -> None:
         """Kill the instance (by its PID, via the script); purge also deletes its state."""
-        args = [str(MAILSERVERS / "stop-dovecot.sh"), str(self.state_dir), "--fast"]
+        args = [str(SERVERS / "stop-dovecot.sh"), str(self.state_dir), "--fast"]
         subprocess.run(args + (["--purge"] if purge else []), check=False, capture_output=True, timeout=30)
-        # Dovecot refuses to start while master.pid names a live PID, and a killed master can
-        # linger as a zombie until PID 1 reaps it; the script already waited for it to die.
-        (self.state_dir / "run" / "master.pid").unlink(missing_ok=True)
         self.pid = 0
 
     def start(self) -> None:
@@ -108,7 +106,7 @@ class Dovecot:
         env = {**os.environ, **self._env, "IMAPS_PORT": str(self.imaps_port),
                "LMTP_PORT": str(self.lmtp_port),
                "DOVECOT_USERS": " ".join(f"{u}:{p}" for u, p in self.users.items())}
-        result = subprocess.run([str(MAILSERVERS / "start-dovecot.sh"), str(self.state_dir),
+        result = subprocess.run([str(SERVERS / "start-dovecot.sh"), str(self.state_dir),
                                  str(self.imap_port)], check=False, capture_output=True, text=True, env=env,
                                 timeout=60)
         if result.returncode != 0 or "DOVECOT READY" not in result.stdout:
@@ -118,10 +116,8 @@ class Dovecot:
 
 def start_dovecot(users: dict[str, str] | None = None, env: dict[str, str] | None = None) -> Dovecot:
     """A fresh Dovecot on free ports with its state in a new /tmp dir (the run user must reach it)."""
-    if not (MAILSERVERS / "start-dovecot.sh").exists():
-        raise ServerUnavailable(f"no start script in {MAILSERVERS}")
     if shutil.which("dovecot") is None and not Path("/usr/sbin/dovecot").exists():
-        raise ServerUnavailable("dovecot is not installed (apt-get install dovecot-imapd dovecot-lmtpd)")
+        raise ServerUnavailable(not_installed("Dovecot"))
     state = Path(tempfile.mkdtemp(prefix="dovecot-", dir="/tmp"))
     imap, imaps, lmtp = free_ports(3)
     server = Dovecot(state, imap, imaps, lmtp, dict(users or DEFAULT_USERS), _env=dict(env or {}))
@@ -148,23 +144,22 @@ class Postfix:
             smtp.sendmail(mail_from, [to] if isinstance(to, str) else list(to), raw)
 
     def stop(self) -> None:
-        subprocess.run(["postfix", "-c", str(self.state_dir / "etc"), "stop"], check=False, capture_output=True,
-                       timeout=30)
-        _wait_gone(self.pid)
-        shutil.rmtree(self.state_dir, ignore_errors=True)
+        """Stop the master (by its PID, via the script) and delete the state."""
+        subprocess.run([str(SERVERS / "stop-postfix.sh"), str(self.state_dir), "--purge"], check=False,
+                       capture_output=True, timeout=30)
 
 
 def start_postfix(target: Dovecot | int, domains: str = "example.test example.org") -> Postfix:
     """Postfix on a free port delivering over LMTP into `target`: a Dovecot, or the port of any
     LMTP server on loopback (needs root)."""
     lmtp_port = target if isinstance(target, int) else target.lmtp_port
+    if shutil.which("postfix") is None and not Path("/usr/sbin/postfix").exists():
+        raise ServerUnavailable(not_installed("Postfix"))
     if os.geteuid() != 0:
-        raise ServerUnavailable("Postfix's master must run as root")
-    if shutil.which("postfix") is None:
-        raise ServerUnavailable("postfix is not installed")
+        raise ServerUnavailable(POSTFIX_NEEDS_ROOT)
     state = Path(tempfile.mkdtemp(prefix="postfix-", dir="/tmp"))
     (port,) = free_ports(1)
-    result = subprocess.run([str(MAILSERVERS / "start-postfix.sh"), str(state), str(port),
+    result = subprocess.run([str(SERVERS / "start-postfix.sh"), str(state), str(port),
                              str(lmtp_port), domains], check=False, capture_output=True, text=True,
                             timeout=60)
     if result.returncode != 0 or "POSTFIX READY" not in result.stdout:
@@ -173,22 +168,10 @@ def start_postfix(target: Dovecot | int, domains: str = "example.test example.or
     return Postfix(state, port, int((state / "postfix.pid").read_text().strip()))
 
 
-def _wait_gone(pid: int, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            stat = Path(f"/proc/{pid}/stat").read_text()
-        except OSError:
-            return
-        if stat.rsplit(")", 1)[1].split()[0] == "Z":
-            return
-        time.sleep(0.02)
-
-
 @pytest.fixture
 def dovecot() -> Iterator[Dovecot]:
     """A fresh Dovecot per test (about 0.2 s); users support@ and other@example.test, password 'secret'."""
-    server = _started(start_dovecot)
+    server = started(start_dovecot)
     try:
         yield server
     finally:
@@ -198,16 +181,29 @@ def dovecot() -> Iterator[Dovecot]:
 @pytest.fixture
 def postfix(dovecot: Dovecot) -> Iterator[Postfix]:
     """Postfix on loopback delivering to the test's `dovecot`; skipped unless the tests run as root."""
-    if os.geteuid() != 0:
-        need_server("Postfix's master must run as root")
-    server = _started(lambda: start_postfix(dovecot))
+    server = started(lambda: start_postfix(dovecot))
     try:
         yield server
     finally:
         server.stop()
 
 
-def _started(start: Callable[[], T]) -> T:
+@contextmanager
+def dovecot_and_postfix(users: dict[str, str]) -> Iterator[tuple[Dovecot, Postfix]]:
+    """Dovecot with these users, and Postfix delivering into it: for a test's own fixture."""
+    dovecot = started(lambda: start_dovecot(users=users))
+    try:
+        postfix = started(lambda: start_postfix(dovecot))
+        try:
+            yield dovecot, postfix
+        finally:
+            postfix.stop()
+    finally:
+        dovecot.stop(purge=True)
+
+
+def started(start: Callable[[], T]) -> T:
+    """`start()`'s server; a server that is missing or does not start skips the test (fails it in CI)."""
     try:
         return start()
     except ServerUnavailable as e:

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 import discord
 from discord import app_commands
 
-from bot import links
+from core import projection
 from bot.permissions import is_staff
 from core.errors import NotFound, UserError
 from core.queries import TicketSummary, list_tickets, search_tickets, ticket_detail
@@ -27,7 +27,7 @@ async def resolve_ticket(interaction: discord.Interaction[Any], ticket: int | No
     if ticket is not None:
         return ticket
     if interaction.channel_id is not None:
-        number = await links.ticket_number_for_thread(client(interaction).desk, interaction.channel_id)
+        number = await projection.ticket_number_for_thread(client(interaction).desk, interaction.channel_id)
         if number is not None:
             return number
     raise UserError("Run this inside a ticket's post, or name the ticket with the `ticket` option.")

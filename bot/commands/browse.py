@@ -11,7 +11,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot import links
+from core import projection
 from bot.commands.tickets import STATUS_CHOICES
 from bot.commands.triage import PRIORITY_CHOICES, category_autocomplete
 from bot.format import stats_embed, summary_embed, ticket_list_embed
@@ -73,7 +73,7 @@ class Browse(commands.Cog):
         async def load(page: int) -> tuple[discord.Embed, bool]:
             found = await fetch(size + 1, page * size)  # one extra tells whether a next page exists
             shown = found[:size]
-            threads = await links.threads_for_numbers(self.bot.desk, [t.number for t in shown])
+            threads = await projection.threads_for_numbers(self.bot.desk, [t.number for t in shown])
             return ticket_list_embed(title, shown, threads, page, len(found) > size), len(found) > size
 
         embed, has_more = await load(0)

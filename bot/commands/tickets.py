@@ -8,7 +8,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot import links
+from core import projection
 from bot.commands._common import (
     TICKET_HELP,
     client,
@@ -106,7 +106,7 @@ class Tickets(commands.Cog):
     async def show(self, interaction: discord.Interaction[Any], ticket: Ticket | None = None) -> None:
         number = await resolve_ticket(interaction, ticket)
         detail = await ticket_detail(client(interaction).desk, number)
-        threads = await links.threads_for_numbers(self.bot.desk, [detail.number])
+        threads = await projection.threads_for_numbers(self.bot.desk, [detail.number])
         due = (await ticket_sla(self.bot.desk, detail.number)).lines()
         await interaction.response.send_message(embed=detail_embed(detail, threads.get(detail.number), due),
                                                 ephemeral=True, allowed_mentions=discord.AllowedMentions.none())

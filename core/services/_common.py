@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -16,14 +16,16 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import make_transient_to_detached
 
+from core import addresses
 from core.enums import ParticipantRole, StaffRole
 from core.errors import NotFound, UserError
-from core.events import EventType, append_event
+from core.event_types import DomainEvent, StatusChanged, StatusReason
 from core.models import Attachment, AuditEntry, Contact, Counter, Message, Participant, Staff, Ticket
 from core.attachments import AttachmentStore
 from core.db import dialect_of, insert_ignore, rows_affected
 from core.desk import Desk
 from core.enums import Status
+from core.uow import UnitOfWork
 
 TICKET_COUNTER = "ticket_number"
 MAX_MERGE_HOPS = 20
@@ -57,20 +59,20 @@ class NewAttachment:
 
 
 @asynccontextmanager
-async def within(desk: Desk, session: AsyncSession | None) -> AsyncIterator[AsyncSession]:
-    """The caller's transaction when it passes one (a batch of inbound mail), else a new one."""
-    if session is not None:
-        yield session
+async def within(desk: Desk, uow: UnitOfWork | None) -> AsyncIterator[UnitOfWork]:
+    """The caller's unit of work when it passes one (a batch of inbound mail), else a new one."""
+    if uow is not None:
+        yield uow
     else:
-        async with desk.db.transaction() as own:
+        async with desk.unit_of_work() as own:
             yield own
 
 
 def normalize_email(email: str) -> str:
-    email = email.strip().lower()
-    if "@" not in email or any(c in email for c in "\r\n\t <>") or len(email) > 320:
-        raise UserError(f"not an email address: {email[:80]!r}")
-    return email
+    normal = addresses.normalize(email)
+    if normal is None:
+        raise UserError(f"not an email address: {email.strip()[:80]!r}")
+    return normal
 
 
 async def next_ticket_numbers(session: AsyncSession, first: int, count: int) -> list[int]:
@@ -102,27 +104,41 @@ def _insert_contacts(dialect: str) -> Any:
     return insert(Contact).on_conflict_do_nothing(index_elements=["email"]).returning(Contact)
 
 
-async def ticket_for_update(session: AsyncSession, number: int) -> Ticket:
-    """The ticket with this public number, following merges, locked for this transaction."""
+async def follow_merges(session: AsyncSession, number: int, *, lock: bool = False) -> Ticket | None:
+    """The ticket that stands for this public number now, following merges; None if there is none.
+
+    With `lock`, each ticket on the way is locked for this transaction (FOR UPDATE on PostgreSQL).
+    """
+    query = _TICKET_FOR_UPDATE if lock else _TICKET_BY_NUMBER
     for _ in range(MAX_MERGE_HOPS):
-        ticket = await session.scalar(
-            select(Ticket).where(Ticket.number == number).with_for_update(of=Ticket)
-        )
-        if ticket is None:
-            raise NotFound(f"no ticket number {number}")
-        if ticket.merged_into_id is None:
+        ticket = await session.scalar(query, {"number": number})
+        if ticket is None or ticket.merged_into_id is None:
             return ticket
-        target = await session.get(Ticket, ticket.merged_into_id)
-        assert target is not None
-        number = target.number
+        target = await session.scalar(_NUMBER_OF_TICKET, {"ticket_id": ticket.merged_into_id})
+        if target is None:
+            return None
+        number = target
     raise UserError(f"ticket {number} is merged in a loop")
 
 
-async def ensure_contact(session: AsyncSession, ref: ContactRef, now: datetime) -> Contact:
-    return (await ensure_contacts(session, [ref], now))[normalize_email(ref.email)]
+_TICKET_BY_NUMBER = select(Ticket).where(Ticket.number == bindparam("number"))
+_TICKET_FOR_UPDATE = _TICKET_BY_NUMBER.with_for_update(of=Ticket)
+_NUMBER_OF_TICKET = select(Ticket.number).where(Ticket.id == bindparam("ticket_id"))
 
 
-async def ensure_contacts(session: AsyncSession, refs: Sequence[ContactRef], now: datetime) -> dict[str, Contact]:
+async def ticket_for_update(session: AsyncSession, number: int) -> Ticket:
+    """The ticket with this public number, following merges, locked for this transaction."""
+    ticket = await follow_merges(session, number, lock=True)
+    if ticket is None:
+        raise NotFound(f"no ticket number {number}")
+    return ticket
+
+
+async def ensure_contact(uow: UnitOfWork, ref: ContactRef, now: datetime) -> Contact:
+    return (await ensure_contacts(uow, [ref], now))[normalize_email(ref.email)]
+
+
+async def ensure_contacts(uow: UnitOfWork, refs: Sequence[ContactRef], now: datetime) -> dict[str, Contact]:
     """The contacts for these addresses by normalized address, the new ones inserted together.
 
     A name fills in a contact that has none; an address a concurrent writer inserted first is
@@ -133,8 +149,8 @@ async def ensure_contacts(session: AsyncSession, refs: Sequence[ContactRef], now
         email = normalize_email(ref.email)
         if not names.get(email):
             names[email] = _clean_name(ref.name)
-    await remember_contacts(session, names)
-    seen = _contacts_seen(session)
+    await remember_contacts(uow, names)
+    session, seen = uow.session, uow.contacts
     missing = sorted(email for email in names if seen[email] is None)  # one lock order for concurrent writers
     if missing:
         rows = [{"email": email, "name": names[email], "blocked": False, "created_at": now} for email in missing]
@@ -197,37 +213,30 @@ def _insert_returning(table: Any) -> Any:
     return insert(table).returning(*table.c)
 
 
-async def find_contact(session: AsyncSession, email: str) -> Contact | None:
+async def find_contact(uow: UnitOfWork, email: str) -> Contact | None:
     """The contact with this normalized address, remembered for the rest of the transaction.
 
     Inbound mail asks twice per mail (is the sender blocked? then: the author's contact), and a
     batch often has one sender several times. "Not there" is remembered too: ensure_contacts'
     insert settles a concurrent writer's row on its own.
     """
-    await remember_contacts(session, [email])
-    return _contacts_seen(session)[email]
+    await remember_contacts(uow, [email])
+    return uow.contacts[email]
 
 
-async def remember_contacts(session: AsyncSession, emails: Iterable[str]) -> None:
+async def remember_contacts(uow: UnitOfWork, emails: Iterable[str]) -> None:
     """Look up the contacts for these normalized addresses not asked about yet in this
     transaction, in one query (a batch of inbound mail asks about all its senders at once)."""
-    seen = _contacts_seen(session)
+    seen = uow.contacts
     unknown = sorted({email for email in emails if email not in seen})
     if not unknown:
         return
     for start in range(0, len(unknown), 500):  # bounded IN lists
         part = unknown[start:start + 500]
-        found = {contact.email: contact for contact in await session.scalars(_CONTACTS_BY_EMAIL, {"emails": part})}
+        found = {contact.email: contact
+                 for contact in await uow.session.scalars(_CONTACTS_BY_EMAIL, {"emails": part})}
         for email in part:
             seen[email] = found.get(email)
-
-
-def _contacts_seen(session: AsyncSession) -> dict[str, Contact | None]:
-    seen: dict[str, Contact | None] = session.info.setdefault(_CONTACTS_SEEN, {})
-    return seen
-
-
-_CONTACTS_SEEN = "contacts_by_email"
 
 
 async def ensure_staff(session: AsyncSession, ref: StaffRef, now: datetime) -> Staff:
@@ -288,28 +297,27 @@ async def store_attachments(session: AsyncSession, files: AttachmentStore, messa
         ))
 
 
-async def record(
-    session: AsyncSession,
-    type_: EventType,
+def record(
+    uow: UnitOfWork,
+    event: DomainEvent,
     *,
     at: datetime,
     ticket: Ticket | None = None,
     message: Message | None = None,
     staff: Staff | None = None,
     contact: Contact | None = None,
-    data: dict[str, Any] | None = None,
 ) -> None:
-    """Append the event, and an audit entry when a staff member did it."""
+    """Record the event about these, and an audit entry when a staff member did it."""
     if ticket is not None:
         ticket.updated_at = at
-    await append_event(
-        session, type_, at=at, ticket_id=ticket.id if ticket else None,
-        message_id=message.id if message else None, actor_staff_id=staff.id if staff else None,
-        actor_contact_id=contact.id if contact else None, data=data,
-    )
+    event = replace(event, ticket_id=ticket.id if ticket else event.ticket_id,
+                    message_id=message.id if message else event.message_id,
+                    actor_staff_id=staff.id if staff else event.actor_staff_id,
+                    actor_contact_id=contact.id if contact else event.actor_contact_id)
+    uow.record(event, at=at)
     if staff is not None:
-        session.add(AuditEntry(staff_id=staff.id, action=str(type_), ticket_id=ticket.id if ticket else None,
-                               details=data or {}, created_at=at))
+        uow.session.add(AuditEntry(staff_id=staff.id, action=str(event.type), ticket_id=event.ticket_id,
+                                   details=event.data(), created_at=at))
 
 
 def _clean_name(name: str) -> str:
@@ -317,13 +325,13 @@ def _clean_name(name: str) -> str:
     return "".join(ch for ch in name if ch.isprintable()).strip()[:200]
 
 
-async def change_status(
-    session: AsyncSession,
+def change_status(
+    uow: UnitOfWork,
     desk: Desk,
     ticket: Ticket,
     status: Status,
     *,
-    reason: str,
+    reason: StatusReason,
     staff: Staff | None = None,
     contact: Contact | None = None,
 ) -> None:
@@ -338,5 +346,5 @@ async def change_status(
     else:
         ticket.resolved_at = None
         ticket.closed_at = None
-    await record(session, EventType.STATUS_CHANGED, at=now, ticket=ticket, staff=staff, contact=contact,
-                 data={"from": str(previous), "to": str(status), "reason": reason})
+    record(uow, StatusChanged(from_=str(previous), to=str(status), reason=reason), at=now, ticket=ticket,
+           staff=staff, contact=contact)

@@ -7,7 +7,7 @@ from sqlalchemy import select, update
 from core.desk import Desk
 from core.enums import Status
 from core.errors import UserError
-from core.events import EventType
+from core.event_types import Merged, StatusReason
 from core.models import Message, Participant, TicketTag, Ticket
 from core.services._common import (
     StaffRef,
@@ -22,7 +22,8 @@ from core.services._common import (
 async def merge(desk: Desk, source_number: int, target_number: int, actor: StaffRef) -> Ticket:
     """Merge ticket `source_number` into `target_number` and return the target."""
     now = desk.clock()
-    async with desk.db.transaction() as session:
+    async with desk.unit_of_work() as uow:
+        session = uow.session
         # Lock in number order so two opposite merges cannot deadlock on PostgreSQL.
         first, second = sorted((source_number, target_number))
         locked = {first: await ticket_for_update(session, first)}
@@ -45,10 +46,9 @@ async def merge(desk: Desk, source_number: int, target_number: int, actor: Staff
             target.first_response_at = source.first_response_at
 
         if source.status != Status.CLOSED:
-            await change_status(session, desk, source, Status.CLOSED, reason="merged", staff=staff)
+            change_status(uow, desk, source, Status.CLOSED, reason=StatusReason.MERGED, staff=staff)
         source.merged_into_id = target.id
-        await record(session, EventType.MERGED, at=now, ticket=source, staff=staff,
-                     data={"into": target.number, "from": source.number})
-        await record(session, EventType.MERGED, at=now, ticket=target, staff=staff,
-                     data={"into": target.number, "from": source.number})
+        merged = Merged(into=target.number, from_=source.number)
+        record(uow, merged, at=now, ticket=source, staff=staff)
+        record(uow, merged, at=now, ticket=target, staff=staff)
         return target

@@ -5,12 +5,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy.ext.asyncio import AsyncSession
-
 from core.desk import Desk
 from core.enums import Direction, ParticipantRole, Priority, Status
 from core.errors import UserError
-from core.events import EventType
+from core.event_types import (
+    CustomerReplied,
+    NoteAdded,
+    ParticipantAdded,
+    StaffReplied,
+    StatusReason,
+    TicketOpened,
+)
 from core.models import Contact, Message, Staff, Ticket
 from core.services.triage import add_tags, normalize_tags, validate_category
 from core.services._common import (
@@ -32,6 +37,8 @@ from core.services._common import (
     ticket_for_update,
     within,
 )
+from core.uow import UnitOfWork
+from sqlalchemy.ext.asyncio import AsyncSession
 
 MAX_SUBJECT = 998
 
@@ -81,61 +88,61 @@ async def open_ticket(
     category: str | None = None,
     priority: Priority | None = None,
     tags: Sequence[str] = (),
-    session: AsyncSession | None = None,
+    uow: UnitOfWork | None = None,
 ) -> TicketChange:
-    """A new ticket from a customer's mail; in the caller's transaction when `session` is given."""
+    """A new ticket from a customer's mail; in the caller's unit of work when `uow` is given."""
     new = NewTicket(requester, content, cc=cc, category=category, priority=priority, tags=tags)
-    return (await open_tickets(desk, [new], session=session))[0]
+    return (await open_tickets(desk, [new], uow=uow))[0]
 
 
 async def open_tickets(desk: Desk, requests: Sequence[NewTicket], *,
-                       session: AsyncSession | None = None) -> list[TicketChange]:
+                       uow: UnitOfWork | None = None) -> list[TicketChange]:
     """Several new tickets, numbered in order, written together: each kind of row (contacts,
     tickets, participants, messages) in one statement for all of them. This is how the mail
     gateway opens the new tickets of a batch of inbound mail; the result is the same as opening
     them one after the other."""
-    async with within(desk, session) as session:
+    async with within(desk, uow) as uow:
         # Requesters and everyone they wrote to in one insert, sorted: concurrent batches on
         # PostgreSQL then lock new contacts in one order (each may name the other's requesters).
         everyone = [r.requester for r in requests] + [ref for r in requests for ref in r.cc]
-        contacts = await ensure_contacts(session, everyone, desk.clock())
-        return await _open_many(desk, session, [
+        contacts = await ensure_contacts(uow, everyone, desk.clock())
+        return await _open_many(desk, uow, [
             _Opening(r, contacts[normalize_email(r.requester.email)]) for r in requests])
 
 
 async def add_customer_message(
     desk: Desk, number: int, author: ContactRef, content: MailContent, *, cc: Sequence[ContactRef] = (),
-    session: AsyncSession | None = None,
+    uow: UnitOfWork | None = None,
 ) -> TicketChange:
     """A customer wrote to an existing ticket; reopens it, or opens a follow-up if closed long ago.
 
     Deciding whether this author may write to this ticket is the threading step's job, not ours.
     Machine mail (auto-replies) is stored but never changes the ticket's status. In the caller's
-    transaction when `session` is given.
+    unit of work when `uow` is given.
     """
     now = desk.clock()
-    async with within(desk, session) as session:
+    async with within(desk, uow) as uow:
+        session = uow.session
         ticket = await ticket_for_update(session, number)
-        contact = await ensure_contact(session, author, now)
+        contact = await ensure_contact(uow, author, now)
         if (ticket.status == Status.CLOSED and not content.is_machine and ticket.closed_at is not None
                 and now - ticket.closed_at > desk.settings.reopen_closed_within):
             follow_up = NewTicket(author, content, cc=cc, category=ticket.category, priority=ticket.priority)
-            return (await _open_many(desk, session, [_Opening(follow_up, contact, follow_up_of=ticket)]))[0]
+            return (await _open_many(desk, uow, [_Opening(follow_up, contact, follow_up_of=ticket)]))[0]
 
         message = await _add_message(session, desk, ticket, Direction.INBOUND, content, contact=contact)
         if await add_participant(session, ticket, contact, ParticipantRole.CC):
-            await record(session, EventType.PARTICIPANT_ADDED, at=now, ticket=ticket, contact=contact,
-                         data={"email": contact.email})
-        await _add_cc(session, desk, ticket, cc)
+            record(uow, ParticipantAdded(email=contact.email), at=now, ticket=ticket, contact=contact)
+        await _add_cc(uow, desk, ticket, cc)
         reopened = False
         if not content.is_machine:
             ticket.last_customer_message_at = now
             if ticket.status != Status.OPEN and ticket.status != Status.IN_PROGRESS:
                 reopened = ticket.status in (Status.RESOLVED, Status.CLOSED)
-                await change_status(session, desk, ticket, Status.OPEN, reason="customer replied",
-                                     contact=contact)
-        await record(session, EventType.CUSTOMER_REPLIED, at=now, ticket=ticket, message=message,
-                     contact=contact, data={"machine": content.is_machine})
+                change_status(uow, desk, ticket, Status.OPEN, reason=StatusReason.CUSTOMER_REPLIED,
+                              contact=contact)
+        record(uow, CustomerReplied(machine=content.is_machine), at=now, ticket=ticket, message=message,
+               contact=contact)
         return TicketChange(ticket, message, reopened=reopened)
 
 
@@ -154,7 +161,8 @@ async def reply(
     if not text:
         raise UserError("a reply needs some text")
     now = desk.clock()
-    async with desk.db.transaction() as session:
+    async with desk.unit_of_work() as uow:
+        session = uow.session
         ticket = await ticket_for_update(session, number)
         staff = await ensure_staff(session, actor, now)
         content = MailContent(text=text, new_text=text, html=html, subject=ticket.subject,
@@ -163,11 +171,10 @@ async def reply(
         first = ticket.first_response_at is None
         if first:
             ticket.first_response_at = now
-        await record(session, EventType.STAFF_REPLIED, at=now, ticket=ticket, message=message, staff=staff,
-                     data={"first_response": first})
+        record(uow, StaffReplied(first_response=first), at=now, ticket=ticket, message=message, staff=staff)
         new_status = status or desk.settings.status_after_reply
         if new_status != ticket.status:
-            await change_status(session, desk, ticket, new_status, reason="staff replied", staff=staff)
+            change_status(uow, desk, ticket, new_status, reason=StatusReason.STAFF_REPLIED, staff=staff)
         return TicketChange(ticket, message)
 
 
@@ -179,12 +186,13 @@ async def add_note(
     if not text:
         raise UserError("a note needs some text")
     now = desk.clock()
-    async with desk.db.transaction() as session:
+    async with desk.unit_of_work() as uow:
+        session = uow.session
         ticket = await ticket_for_update(session, number)
         staff = await ensure_staff(session, actor, now)
         content = MailContent(text=text, new_text=text, attachments=attachments)
         message = await _add_message(session, desk, ticket, Direction.NOTE, content, staff=staff)
-        await record(session, EventType.NOTE_ADDED, at=now, ticket=ticket, message=message, staff=staff)
+        record(uow, NoteAdded(), at=now, ticket=ticket, message=message, staff=staff)
         return TicketChange(ticket, message)
 
 
@@ -195,13 +203,13 @@ class _Opening:
     follow_up_of: Ticket | None = None
 
 
-async def _open_many(desk: Desk, session: AsyncSession, openings: Sequence[_Opening]) -> list[TicketChange]:
+async def _open_many(desk: Desk, uow: UnitOfWork, openings: Sequence[_Opening]) -> list[TicketChange]:
     if not openings:
         return []
-    now = desk.clock()
+    now, session = desk.clock(), uow.session
     # Contacts before the counter: on PostgreSQL the counter's row lock is held to the commit, so a
     # concurrent batch never waits for it while holding a new contact this one also inserts.
-    cc_contacts = await ensure_contacts(session, [ref for o in openings for ref in o.request.cc], now)
+    cc_contacts = await ensure_contacts(uow, [ref for o in openings for ref in o.request.cc], now)
     numbers = await next_ticket_numbers(session, desk.settings.first_ticket_number, len(openings))
     tickets = [Ticket(
         number=number, subject=" ".join(o.request.content.subject.split())[:MAX_SUBJECT] or "(no subject)",
@@ -232,20 +240,19 @@ async def _open_many(desk: Desk, session: AsyncSession, openings: Sequence[_Open
         await store_attachments(session, desk.files, message, o.request.content.attachments)
         await add_tags(session, ticket, normalize_tags(desk, o.request.tags))
         for contact in cc:
-            await record(session, EventType.PARTICIPANT_ADDED, at=now, ticket=ticket, data={"email": contact.email})
-        await record(session, EventType.TICKET_OPENED, at=now, ticket=ticket, message=message, contact=o.requester,
-                     data={"follow_up_of": o.follow_up_of.number if o.follow_up_of else None,
-                           "machine": o.request.content.is_machine})
+            record(uow, ParticipantAdded(email=contact.email), at=now, ticket=ticket)
+        opened = TicketOpened(follow_up_of=o.follow_up_of.number if o.follow_up_of else None,
+                              machine=o.request.content.is_machine)
+        record(uow, opened, at=now, ticket=ticket, message=message, contact=o.requester)
         changes.append(TicketChange(ticket, message, created=True))
     return changes
 
 
-async def _add_cc(session: AsyncSession, desk: Desk, ticket: Ticket, cc: Sequence[ContactRef]) -> None:
+async def _add_cc(uow: UnitOfWork, desk: Desk, ticket: Ticket, cc: Sequence[ContactRef]) -> None:
     for ref in cc:
-        contact = await ensure_contact(session, ref, desk.clock())
-        if await add_participant(session, ticket, contact, ParticipantRole.CC):
-            await record(session, EventType.PARTICIPANT_ADDED, at=desk.clock(), ticket=ticket,
-                         data={"email": contact.email})
+        contact = await ensure_contact(uow, ref, desk.clock())
+        if await add_participant(uow.session, ticket, contact, ParticipantRole.CC):
+            record(uow, ParticipantAdded(email=contact.email), at=desk.clock(), ticket=ticket)
 
 
 async def _add_message(

@@ -12,8 +12,16 @@ from core.db import rows_affected
 from core.desk import Desk
 from core.enums import Priority, Status
 from core.errors import Conflict, UserError
-from core.events import EventType
+from core.event_types import (
+    Assigned,
+    CategoryChanged,
+    PriorityChanged,
+    StatusReason,
+    TagsChanged,
+    Unassigned,
+)
 from core.models import Staff, Ticket, TicketTag
+from core.uow import UnitOfWork
 from core.services._common import (
     StaffRef,
     change_status,
@@ -28,38 +36,39 @@ _TAG_CHARS = re.compile(r"[^a-z0-9_\-.:/]+")
 
 async def set_status(desk: Desk, number: int, status: Status, actor: StaffRef) -> Ticket:
     now = desk.clock()
-    async with desk.db.transaction() as session:
+    async with desk.unit_of_work() as uow:
+        session = uow.session
         ticket = await ticket_for_update(session, number)
         if ticket.merged_into_id is not None:
             raise UserError("a merged ticket cannot change status")
         staff = await ensure_staff(session, actor, now)
         if ticket.status != status:
-            await change_status(session, desk, ticket, status, reason="set by staff", staff=staff)
+            change_status(uow, desk, ticket, status, reason=StatusReason.SET_BY_STAFF, staff=staff)
         return ticket
 
 
 async def set_priority(desk: Desk, number: int, priority: Priority, actor: StaffRef) -> Ticket:
     now = desk.clock()
-    async with desk.db.transaction() as session:
+    async with desk.unit_of_work() as uow:
+        session = uow.session
         ticket = await ticket_for_update(session, number)
         staff = await ensure_staff(session, actor, now)
         if ticket.priority != priority:
             previous, ticket.priority = ticket.priority, priority
-            await record(session, EventType.PRIORITY_CHANGED, at=now, ticket=ticket, staff=staff,
-                         data={"from": str(previous), "to": str(priority)})
+            record(uow, PriorityChanged(from_=str(previous), to=str(priority)), at=now, ticket=ticket, staff=staff)
         return ticket
 
 
 async def set_category(desk: Desk, number: int, category: str | None, actor: StaffRef) -> Ticket:
     category = validate_category(desk, category) if category else None
     now = desk.clock()
-    async with desk.db.transaction() as session:
+    async with desk.unit_of_work() as uow:
+        session = uow.session
         ticket = await ticket_for_update(session, number)
         staff = await ensure_staff(session, actor, now)
         if ticket.category != category:
             previous, ticket.category = ticket.category, category
-            await record(session, EventType.CATEGORY_CHANGED, at=now, ticket=ticket, staff=staff,
-                         data={"from": previous, "to": category})
+            record(uow, CategoryChanged(from_=previous, to=category), at=now, ticket=ticket, staff=staff)
         return ticket
 
 
@@ -68,7 +77,8 @@ async def tag(desk: Desk, number: int, actor: StaffRef, *, add: Sequence[str] = 
     """Add and remove tags; returns the ticket's tags afterwards."""
     to_add, to_remove = normalize_tags(desk, add), normalize_tags(desk, remove)
     now = desk.clock()
-    async with desk.db.transaction() as session:
+    async with desk.unit_of_work() as uow:
+        session = uow.session
         ticket = await ticket_for_update(session, number)
         staff = await ensure_staff(session, actor, now)
         added = await add_tags(session, ticket, to_add)
@@ -79,55 +89,56 @@ async def tag(desk: Desk, number: int, actor: StaffRef, *, add: Sequence[str] = 
                 .returning(TicketTag.tag))
             removed = sorted(result.scalars())
         if added or removed:
-            await record(session, EventType.TAGS_CHANGED, at=now, ticket=ticket, staff=staff,
-                         data={"added": added, "removed": removed})
+            record(uow, TagsChanged(added=added, removed=removed), at=now, ticket=ticket, staff=staff)
         return sorted(await session.scalars(select(TicketTag.tag).where(TicketTag.ticket_id == ticket.id)))
 
 
 async def assign(desk: Desk, number: int, assignee: StaffRef, actor: StaffRef) -> Ticket:
     now = desk.clock()
-    async with desk.db.transaction() as session:
+    async with desk.unit_of_work() as uow:
+        session = uow.session
         ticket = await ticket_for_update(session, number)
         staff = await ensure_staff(session, actor, now)
         target = staff if assignee == actor else await ensure_staff(session, assignee, now)
-        await _assign(session, desk, ticket, target, staff)
+        _assign(uow, desk, ticket, target, staff)
         return ticket
 
 
 async def claim(desk: Desk, number: int, actor: StaffRef, *, force: bool = False) -> Ticket:
     """Assign the ticket to oneself; refuses to take it from a colleague unless forced."""
     now = desk.clock()
-    async with desk.db.transaction() as session:
+    async with desk.unit_of_work() as uow:
+        session = uow.session
         ticket = await ticket_for_update(session, number)
         staff = await ensure_staff(session, actor, now)
         if ticket.assignee_id not in (None, staff.id) and not force:
             holder = await session.get(Staff, ticket.assignee_id)
             raise Conflict(f"{desk.format_number(ticket.number)} is already assigned to "
                            f"{holder.display_name if holder else 'someone else'}")
-        await _assign(session, desk, ticket, staff, staff)
+        _assign(uow, desk, ticket, staff, staff)
         return ticket
 
 
 async def unassign(desk: Desk, number: int, actor: StaffRef) -> Ticket:
     now = desk.clock()
-    async with desk.db.transaction() as session:
+    async with desk.unit_of_work() as uow:
+        session = uow.session
         ticket = await ticket_for_update(session, number)
         staff = await ensure_staff(session, actor, now)
         if ticket.assignee_id is not None:
             previous = await session.get(Staff, ticket.assignee_id)
             ticket.assignee_id = None
-            await record(session, EventType.UNASSIGNED, at=now, ticket=ticket, staff=staff,
-                         data={"from": previous.display_name if previous else None})
+            record(uow, Unassigned(from_=previous.display_name if previous else None), at=now, ticket=ticket,
+                   staff=staff)
         return ticket
 
 
-async def _assign(session: AsyncSession, desk: Desk, ticket: Ticket, target: Staff, actor: Staff) -> None:
+def _assign(uow: UnitOfWork, desk: Desk, ticket: Ticket, target: Staff, actor: Staff) -> None:
     if ticket.assignee_id == target.id:
         return
     ticket.assignee_id = target.id
-    await record(session, EventType.ASSIGNED, at=desk.clock(), ticket=ticket, staff=actor,
-                 data={"to_staff_id": target.id, "to": target.display_name,
-                       "to_discord_id": target.discord_id})
+    assigned = Assigned(to_staff_id=target.id, to=target.display_name, to_discord_id=target.discord_id)
+    record(uow, assigned, at=desk.clock(), ticket=ticket, staff=actor)
 
 
 def validate_category(desk: Desk, category: str) -> str:

@@ -13,7 +13,8 @@ from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.enums import ACTIVE_STATUSES, Priority, Status
-from core.events import EventType
+from core.event_types import EventType, StatusChanged, StatusReason, typed
+from core.uow import UnitOfWork
 from core.models import Event, Ticket
 from core.sla.policy import ClockKind, SlaSettings
 from core.sla_models import ClockState, SlaClock, SlaTimer, TimerAction
@@ -27,14 +28,15 @@ AUTO_CLOSE_ACTIONS = (TimerAction.REMIND, TimerAction.RESOLVE, TimerAction.CLOSE
 
 
 class SlaClocks:
-    """The consumer's handler: `await SlaClocks(settings).handle(session, event)`."""
+    """The consumer's handler: `await SlaClocks(settings).handle(uow, event)`."""
 
     def __init__(self, settings: SlaSettings) -> None:
         self.settings = settings
 
-    async def handle(self, session: AsyncSession, event: Event) -> None:
+    async def handle(self, uow: UnitOfWork, event: Event) -> None:
         if event.ticket_id is None or event.type not in WATCHED:
             return
+        session = uow.session
         ticket = await session.get(Ticket, event.ticket_id)
         if ticket is None:
             return
@@ -49,8 +51,9 @@ class SlaClocks:
             for clock in await _active(session, ticket.id, ClockKind.FIRST_RESPONSE, ClockKind.NEXT_RESPONSE):
                 await self._stop(session, clock, at, ClockState.MET)
         elif event.type == EventType.STATUS_CHANGED:
-            await self._status_changed(session, ticket, Status(data["from"]), Status(data["to"]),
-                                       str(data.get("reason", "")), at)
+            change = typed(event)
+            assert isinstance(change, StatusChanged)
+            await self._status_changed(session, ticket, Status(change.from_), Status(change.to), change.reason, at)
         elif event.type == EventType.PRIORITY_CHANGED:
             await self._priority_changed(session, ticket, Priority(data["to"]), at)
         elif event.type == EventType.MERGED and data.get("from") == ticket.number:
@@ -71,8 +74,8 @@ class SlaClocks:
             await self._start_new_ticket(session, ticket, at)  # opened by machine mail: starts now
 
     async def _status_changed(self, session: AsyncSession, ticket: Ticket, old: Status, new: Status,
-                              reason: str, at: datetime) -> None:
-        if reason == "merged":
+                              reason: StatusReason, at: datetime) -> None:
+        if reason == StatusReason.MERGED:
             await self._cancel_everything(session, ticket.id, at)
             return
         if old == Status.PENDING:

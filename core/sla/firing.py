@@ -20,11 +20,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncSession
+from core.uow import UnitOfWork
 
 from core.desk import Desk
 from core.enums import Priority, StaffRole, Status
-from core.events import EventType, append_event
+from core.event_types import EventType, PendingReminderDue, PriorityChanged, SlaAtRisk, SlaBreached, StatusReason
 from core.models import Ticket
 from core.services._common import StaffRef, change_status, ensure_staff, record
 from core.sla.clocks import arm_pending_resolve
@@ -33,12 +33,10 @@ from core.sla_models import ClockState, SlaClock, TimerAction
 
 # The actor of what the SLA does on its own; staff see it in Discord and in the audit log.
 SYSTEM_ACTOR = StaffRef("SLA", role=StaffRole.AGENT)
-REASON_NO_ANSWER = "no answer from the customer"
-REASON_RESOLVED_QUIET = "resolved and no further message"
 _NEXT_PRIORITY = {Priority.LOW: Priority.MEDIUM, Priority.MEDIUM: Priority.HIGH, Priority.HIGH: Priority.URGENT}
 
 
-async def fire(session: AsyncSession, desk: Desk, settings: SlaSettings, *, ticket: Ticket | None,
+async def fire(uow: UnitOfWork, desk: Desk, settings: SlaSettings, *, ticket: Ticket | None,
                clock: SlaClock | None, action: TimerAction, due_at: datetime) -> str | None:
     """Do what the timer says; returns the event type it recorded, or None when it no longer applies.
 
@@ -50,29 +48,29 @@ async def fire(session: AsyncSession, desk: Desk, settings: SlaSettings, *, tick
     if action in (TimerAction.AT_RISK, TimerAction.BREACH):
         if clock is None:
             return None
-        return await _alert(session, desk, settings, ticket, clock, action, due_at, now)
+        return await _alert(uow, desk, settings, ticket, clock, action, due_at, now)
     steps = settings.auto_close
     switched_on = {TimerAction.REMIND: steps.pending_reminder_after, TimerAction.RESOLVE: steps.pending_resolve_after,
                    TimerAction.CLOSE: steps.resolved_close_after}
     if switched_on.get(action) is None:
         return None  # the step was switched off in the config since this timer was armed
     if action == TimerAction.REMIND and ticket.status == Status.PENDING:
-        resolve_at = await arm_pending_resolve(session, settings, ticket.id, now)
-        await append_event(session, EventType.PENDING_REMINDER_DUE, at=now, ticket_id=ticket.id, data={
-            **_ticket_data(desk, ticket), "resolve_at": _iso(resolve_at)})
+        resolve_at = await arm_pending_resolve(uow.session, settings, ticket.id, now)
+        uow.record(PendingReminderDue(ticket_id=ticket.id, **_ticket_data(desk, ticket), resolve_at=_iso(resolve_at)),
+                   at=now)
         return EventType.PENDING_REMINDER_DUE
     if action == TimerAction.RESOLVE and ticket.status == Status.PENDING:
-        staff = await ensure_staff(session, SYSTEM_ACTOR, now)
-        await change_status(session, desk, ticket, Status.RESOLVED, reason=REASON_NO_ANSWER, staff=staff)
+        staff = await ensure_staff(uow.session, SYSTEM_ACTOR, now)
+        change_status(uow, desk, ticket, Status.RESOLVED, reason=StatusReason.NO_ANSWER, staff=staff)
         return EventType.STATUS_CHANGED
     if action == TimerAction.CLOSE and ticket.status == Status.RESOLVED:
-        staff = await ensure_staff(session, SYSTEM_ACTOR, now)
-        await change_status(session, desk, ticket, Status.CLOSED, reason=REASON_RESOLVED_QUIET, staff=staff)
+        staff = await ensure_staff(uow.session, SYSTEM_ACTOR, now)
+        change_status(uow, desk, ticket, Status.CLOSED, reason=StatusReason.RESOLVED_QUIET, staff=staff)
         return EventType.STATUS_CHANGED
     return None
 
 
-async def _alert(session: AsyncSession, desk: Desk, settings: SlaSettings, ticket: Ticket, clock: SlaClock,
+async def _alert(uow: UnitOfWork, desk: Desk, settings: SlaSettings, ticket: Ticket, clock: SlaClock,
                  action: TimerAction, due_at: datetime, now: datetime) -> str | None:
     if settings.target(ticket.priority, ClockKind(clock.kind)) is None:
         return None  # the policy was removed from the config since this timer was armed
@@ -90,21 +88,23 @@ async def _alert(session: AsyncSession, desk: Desk, settings: SlaSettings, ticke
             "clock": clock.kind, "due_at": _iso(clock.due_at or due_at), "started_at": _iso(clock.started_at),
             "budget_seconds": clock.budget_seconds, "business_hours": clock.business_hours}
     if type_ == EventType.SLA_BREACHED:
-        data["priority_raised_to"] = await _raise_priority(session, desk, settings, ticket, now)
-    await append_event(session, type_, at=now, ticket_id=ticket.id, data=data)
+        uow.record(SlaBreached(ticket_id=ticket.id, **data,
+                               priority_raised_to=await _raise_priority(uow, desk, settings, ticket, now)), at=now)
+    else:
+        uow.record(SlaAtRisk(ticket_id=ticket.id, **data), at=now)
     return type_
 
 
-async def _raise_priority(session: AsyncSession, desk: Desk, settings: SlaSettings, ticket: Ticket,
+async def _raise_priority(uow: UnitOfWork, desk: Desk, settings: SlaSettings, ticket: Ticket,
                           now: datetime) -> str | None:
     higher = _NEXT_PRIORITY.get(ticket.priority) if settings.raise_priority_on_breach else None
     if higher is None:
         return None
-    staff = await ensure_staff(session, SYSTEM_ACTOR, now)
+    staff = await ensure_staff(uow.session, SYSTEM_ACTOR, now)
     previous, ticket.priority = ticket.priority, higher
     # The same event set_priority records; the SLA consumer then applies the new policy's targets.
-    await record(session, EventType.PRIORITY_CHANGED, at=now, ticket=ticket, staff=staff,
-                 data={"from": str(previous), "to": str(higher), "reason": "SLA breached"})
+    record(uow, PriorityChanged(from_=str(previous), to=str(higher), reason="SLA breached"), at=now, ticket=ticket,
+           staff=staff)
     return str(higher)
 
 

@@ -94,7 +94,8 @@ class SlaScheduler:
 
     async def _fire_due(self) -> int:
         now = self.desk.clock()
-        async with self.desk.db.transaction() as session:
+        async with self.desk.unit_of_work() as uow:
+            session = uow.session
             due = await self._due(session, now)
             if not due:
                 return 0
@@ -109,7 +110,7 @@ class SlaScheduler:
                 if timer.id not in claimed:
                     continue  # another scheduler fired it
                 try:
-                    result = await fire(session, self.desk, self.settings, ticket=tickets.get(timer.ticket_id),
+                    result = await fire(uow, self.desk, self.settings, ticket=tickets.get(timer.ticket_id),
                                         clock=clocks.get(timer.clock_id) if timer.clock_id else None,
                                         action=timer.action, due_at=timer.due_at)
                 except Exception as e:

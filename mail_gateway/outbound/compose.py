@@ -28,7 +28,7 @@ from mail_gateway.outbound.headers import (
 
 # The parsing side cuts customer replies at this marker: one string for both directions.
 from mail_gateway.quotes import REPLY_MARKER
-from mail_gateway.tokens import Signer
+from core.tokens import Signer
 
 _SIMPLE_ADDRESS = re.compile(r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9.-]+$")
 _HTML_TAGS = {"a", "b", "blockquote", "br", "code", "em", "i", "li", "ol", "p", "pre", "strong", "u", "ul"}

@@ -6,7 +6,6 @@ from datetime import datetime
 
 import logging
 from collections.abc import Callable, Collection
-from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -14,9 +13,11 @@ import jinja2
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from core.addresses import OwnAddresses
 from core.desk import Desk
+from core.uow import UnitOfWork
 from core.enums import Direction, Status
-from core.events import EventType, append_event
+from core.event_types import EventType, OutboundFailed, StatusChanged, StatusReason, typed
 from core.models import Contact, Event, Message, OutboxMail, Participant, Staff, Ticket
 from core.outbox import OutgoingMail, automatic_mail_allowed, enqueue
 from core.sla.policy import ClockKind, SlaSettings
@@ -35,7 +36,8 @@ log = logging.getLogger(__name__)
 CONSUMER = "mail-notifier"
 SUMMARY_CHARS = 400
 # Status changes that come with their own mail (the staff reply says it) or mean nothing to the customer.
-_SILENT_REASONS = ("staff replied", "merged")
+# The customer hears of these otherwise (the reply itself), or not at all (a merge).
+_SILENT_REASONS = (StatusReason.STAFF_REPLIED, StatusReason.MERGED)
 _KINDS: dict[str, str] = {EventType.TICKET_OPENED: "ack", EventType.STAFF_REPLIED: "reply",
                          EventType.STATUS_CHANGED: "status", EventType.PENDING_REMINDER_DUE: "reminder"}
 
@@ -68,29 +70,16 @@ def _duration(span: timedelta, kind: str) -> str:
     return " ".join(parts) or "a minute"
 
 
-@dataclass(frozen=True)
-class OwnAddresses:
-    """Our support addresses, plus-addressed forms included: we never mail ourselves (loops)."""
-
-    addresses: Collection[str]
-
-    def __contains__(self, email: object) -> bool:
-        if not isinstance(email, str):
-            return False
-        local, _, domain = email.lower().partition("@")
-        return f"{local.partition('+')[0]}@{domain}" in self.addresses or email.lower() in self.addresses
-
-
 class Notifier:
     def __init__(self, desk: Desk, composer: Composer, *, support_addresses: Collection[str],
                  automatic_per_hour: int, expectation: Callable[[Ticket], str] = default_expectation) -> None:
         self.desk = desk
         self.composer = composer
-        self.own = OwnAddresses(frozenset(a.lower() for a in support_addresses))
+        self.own = OwnAddresses.of(support_addresses)
         self.automatic_per_hour = automatic_per_hour
         self.expectation = expectation
 
-    async def handle(self, session: AsyncSession, event: Event) -> None:
+    async def handle(self, uow: UnitOfWork, event: Event) -> None:
         """An EventHandler for core.events.consume_once / run_consumer.
 
         A mail that can never be built (a broken operator template, an attachment file gone, no
@@ -101,27 +90,28 @@ class Notifier:
         if event.ticket_id is None:
             return
         try:
-            await self._dispatch(session, event)
+            await self._dispatch(uow, event)
         except (jinja2.TemplateError, ValueError, FileNotFoundError) as e:
             error = f"could not build the mail for event {event.type} {event.id}: {type(e).__name__}: {e}"
             log.error("%s", redact_addresses(error))
-            await append_event(session, EventType.OUTBOUND_FAILED, at=self.desk.clock(), ticket_id=event.ticket_id,
-                               message_id=event.message_id,
-                               data={"kind": _KINDS.get(event.type, "mail"), "error": error[:500], "attempts": 0})
+            uow.record(OutboundFailed(ticket_id=event.ticket_id, message_id=event.message_id,
+                                      kind=_KINDS.get(event.type, "mail"), error=error[:500]), at=self.desk.clock())
 
-    async def _dispatch(self, session: AsyncSession, event: Event) -> None:
+    async def _dispatch(self, uow: UnitOfWork, event: Event) -> None:
         if event.type == EventType.TICKET_OPENED:
-            await self._acknowledge(session, event)
+            await self._acknowledge(uow, event)
         elif event.type == EventType.STAFF_REPLIED:
-            await self._send_reply(session, event)
+            await self._send_reply(uow, event)
         elif event.type == EventType.STATUS_CHANGED:
-            to, reason = event.data.get("to"), event.data.get("reason")
-            if to in (Status.RESOLVED, Status.CLOSED) and reason not in _SILENT_REASONS:
-                await self._notify_status(session, event, str(to))
+            change = typed(event)
+            assert isinstance(change, StatusChanged)
+            if change.to in (Status.RESOLVED, Status.CLOSED) and change.reason not in _SILENT_REASONS:
+                await self._notify_status(uow, event, change.to)
         elif event.type == EventType.PENDING_REMINDER_DUE:
-            await self._remind(session, event)
+            await self._remind(uow, event)
 
-    async def _acknowledge(self, session: AsyncSession, event: Event) -> None:
+    async def _acknowledge(self, uow: UnitOfWork, event: Event) -> None:
+        session = uow.session
         message = await session.get(Message, event.message_id) if event.message_id else None
         if event.data.get("machine") or (message is not None and message.is_machine):
             return  # never answer an auto-reply, bounce or list mail
@@ -134,12 +124,13 @@ class Notifier:
             summary = summary[:SUMMARY_CHARS].rsplit(" ", 1)[0] + " …"
         in_reply_to = message.message_id if message else None
         references = [*message_ids(message.references), *([in_reply_to] if in_reply_to else [])] if message else []
-        await self._queue(session, event, ticket, self._draft(
+        await self._queue(uow, event, ticket, self._draft(
             ticket, template="acknowledgement", kind="ack", message_key=f"e{event.id}",
             to=to, date=event.created_at, automatic=True, in_reply_to=in_reply_to, references=references,
             context={"summary": summary, "response_expectation": self.expectation(ticket)}))
 
-    async def _notify_status(self, session: AsyncSession, event: Event, status: str) -> None:
+    async def _notify_status(self, uow: UnitOfWork, event: Event, status: str) -> None:
+        session = uow.session
         ticket = await _ticket(session, event)
         if ticket.merged_into_id is not None or await _only_machine_mail(session, ticket):
             return
@@ -147,12 +138,13 @@ class Notifier:
         if not to:
             return
         in_reply_to, references = await _thread(session, ticket)
-        await self._queue(session, event, ticket, self._draft(
+        await self._queue(uow, event, ticket, self._draft(
             ticket, template=status, kind=status, message_key=f"e{event.id}", to=to,
             date=event.created_at, automatic=True, in_reply_to=in_reply_to, references=references))
 
-    async def _remind(self, session: AsyncSession, event: Event) -> None:
+    async def _remind(self, uow: UnitOfWork, event: Event) -> None:
         """The SLA scheduler found a ticket waiting on the customer too long: nudge them once."""
+        session = uow.session
         ticket = await _ticket(session, event)
         if ticket.status != Status.PENDING or await _only_machine_mail(session, ticket):
             return  # answered (or changed by staff) since the reminder was armed
@@ -162,13 +154,14 @@ class Notifier:
         resolve_at = event.data.get("resolve_at")
         resolve_on = datetime.fromisoformat(resolve_at).strftime("%d %B %Y") if resolve_at else ""
         in_reply_to, references = await _thread(session, ticket)
-        await self._queue(session, event, ticket, self._draft(
+        await self._queue(uow, event, ticket, self._draft(
             ticket, template="reminder", kind="reminder", message_key=f"e{event.id}", to=to,
             date=event.created_at, automatic=True, in_reply_to=in_reply_to, references=references,
             context={"resolve_on": resolve_on}))
 
-    async def _send_reply(self, session: AsyncSession, event: Event) -> None:
+    async def _send_reply(self, uow: UnitOfWork, event: Event) -> None:
         """A staff reply goes to the requester and every CC participant; it is never capped."""
+        session = uow.session
         message = await session.get(Message, event.message_id) if event.message_id else None
         if message is None or message.direction != Direction.OUTBOUND:
             return
@@ -190,7 +183,7 @@ class Notifier:
                  for a in message.attachments if a.sha256 and not a.held_back]
         in_reply_to, references = await _thread(session, ticket)
         body_html = safe_html(message.body_html) if message.body_html else text_to_html(message.body_text)
-        outbox = await self._queue(session, event, ticket, self._draft(
+        outbox = await self._queue(uow, event, ticket, self._draft(
             ticket, template="reply", kind="reply", message_key=f"m{message.id}",
             to=to or cc[:1], cc=cc if to else cc[1:], date=message.created_at, automatic=False,
             in_reply_to=in_reply_to, references=references, attachments=files,
@@ -216,16 +209,15 @@ class Notifier:
         return Draft(ticket_number=ticket.number, ticket_ref=self.desk.format_number(ticket.number),
                      ticket_subject=ticket.subject, **fields)
 
-    async def _queue(self, session: AsyncSession, event: Event, ticket: Ticket, draft: Draft) -> OutboxMail | None:
+    async def _queue(self, uow: UnitOfWork, event: Event, ticket: Ticket, draft: Draft) -> OutboxMail | None:
+        session = uow.session
         composed = self.composer.compose(draft)
         if await session.scalar(select(OutboxMail.id).where(OutboxMail.rfc822_message_id == composed.message_id)):
             return None  # queued already (an event replayed after the cursor was reset by hand)
-        row = await enqueue(session, OutgoingMail(
+        row = await enqueue(uow, OutgoingMail(
             kind=draft.kind, rfc822_message_id=composed.message_id, mail_from=self.composer.support_address,
             recipients=composed.recipients, content=composed.content, automatic=draft.automatic,
             ticket_id=ticket.id, message_id=event.message_id), self.desk.clock())
-        # Wakes in-process listeners after commit: the outbox sender sends at once instead of polling.
-        session.info["events_appended"] = True
         return row
 
 

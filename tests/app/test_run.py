@@ -7,9 +7,10 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
+
+from tests.kit import wait_until
 
 
 def free_port() -> int:
@@ -18,15 +19,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_for(url: str, deadline: float) -> bytes:
-    while True:
-        try:
-            with urllib.request.urlopen(url, timeout=1) as response:
-                return response.read()
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.1)
+def get(url: str) -> bytes:
+    with urllib.request.urlopen(url, timeout=1) as response:
+        return response.read()
 
 
 def test_run_serves_health_and_metrics_and_stops_cleanly_on_sigterm(tmp_path: Path):
@@ -38,9 +33,12 @@ def test_run_serves_health_and_metrics_and_stops_cleanly_on_sigterm(tmp_path: Pa
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         env={**os.environ, "SUPPORTBOT_DISCORD_TOKEN": ""})
     try:
-        health = wait_for(f"http://127.0.0.1:{port}/healthz", time.monotonic() + 30)
+        # Until the endpoint listens, connecting is refused (an OSError): wait through those.
+        health = wait_until(lambda: get(f"http://127.0.0.1:{port}/healthz"), ignoring=(OSError,),
+                            timeout=30, interval=0.1, what="GET /healthz")
         assert b'"status": "ok"' in health
-        metrics = wait_for(f"http://127.0.0.1:{port}/metrics", time.monotonic() + 5).decode()
+        metrics = wait_until(lambda: get(f"http://127.0.0.1:{port}/metrics"), ignoring=(OSError,),
+                             timeout=10, interval=0.1, what="GET /metrics").decode()
         assert "supportbot_database_up 1.0" in metrics
         process.send_signal(signal.SIGTERM)
         output, _ = process.communicate(timeout=30)

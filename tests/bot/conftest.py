@@ -1,4 +1,4 @@
-"""Bot fixtures: the real discord.py against SimCord's offline Discord, on a migrated SQLite desk.
+"""Bot fixtures: the real discord.py against SimCord's offline Discord, on the shared SQLite desk.
 
 Also fails any test in which discord.py or the project logged an ERROR: discord.py catches
 exceptions in commands, views and listeners and only logs them, which would otherwise pass silently.
@@ -6,12 +6,9 @@ exceptions in commands, views and listeners and only logs them, which would othe
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import shutil
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 from simcord.actors import MemberActor
@@ -22,12 +19,8 @@ from bot.client import SupportBot
 from bot.permissions import NotAllowed
 from bot.projector import Projector
 from bot.settings import BotSettings
-from core.attachments import AttachmentStore
-from core.db import Database
-from core.desk import CoreSettings, Desk
+from core.desk import Desk
 from core.errors import UserError
-from core.migrate import upgrade
-from tests.conftest import FixedClock
 
 WATCHED = ("discord", "bot", "core", "supportbot", "mail_gateway")
 
@@ -57,30 +50,10 @@ def no_logged_errors() -> Iterator[_ErrorCollector]:
         pytest.fail("logged at ERROR during the test:\n" + "\n".join(lines))
 
 
-@pytest.fixture(scope="session")
-def migrated_sqlite(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One migrated SQLite file, copied for each test: migrating takes longer than most bot tests."""
-    path = tmp_path_factory.mktemp("template") / "desk.db"
-
-    async def migrate() -> None:
-        db = Database(f"sqlite+aiosqlite:///{path}")
-        await upgrade(db)
-        await db.dispose()  # the last connection closing folds the WAL back into the file
-
-    asyncio.run(migrate())
-    return path
-
-
 @pytest.fixture
-async def bot_desk(tmp_path: Path, clock: FixedClock, migrated_sqlite: Path) -> AsyncIterator[Desk]:
-    shutil.copyfile(migrated_sqlite, tmp_path / "desk.db")
-    db = Database(f"sqlite+aiosqlite:///{tmp_path / 'desk.db'}")
-    desk = Desk(db, CoreSettings(categories=("general", "billing", "technical")),
-                AttachmentStore(tmp_path / "attachments"), clock)
-    try:
-        yield desk
-    finally:
-        await desk.close()
+def bot_desk(sqlite_desk: Desk) -> Desk:
+    """The shared SQLite desk (tests/conftest.py): the bot's behaviour does not depend on the engine."""
+    return sqlite_desk
 
 
 @dataclass

@@ -8,8 +8,7 @@ from __future__ import annotations
 import asyncio
 import email
 import smtplib
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from email import policy
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
@@ -21,15 +20,8 @@ from imapclient import IMAPClient
 from supportbot.app import run
 from supportbot.config import Config
 from tests.bot.fake_discord import FakeDiscord
-from tests.conftest import need_server
-from tests.servers import (
-    Dovecot,
-    Postfix,
-    ServerUnavailable,
-    free_ports,
-    start_dovecot,
-    start_postfix,
-)
+from tests.kit import eventually
+from tests.servers import Dovecot, Postfix, dovecot_and_postfix, free_ports
 
 pytestmark = [pytest.mark.dovecot, pytest.mark.slow]
 
@@ -40,23 +32,8 @@ USERS = {SUPPORT: "secret", CUSTOMER: "secret"}
 
 @pytest.fixture
 def mail_servers() -> Iterator[tuple[Dovecot, Postfix]]:
-    try:
-        dovecot = start_dovecot(users=USERS)
-    except ServerUnavailable as e:
-        need_server(str(e))
-        raise
-    try:
-        try:
-            postfix = start_postfix(dovecot)
-        except ServerUnavailable as e:
-            need_server(str(e))
-            raise
-        try:
-            yield dovecot, postfix
-        finally:
-            postfix.stop()
-    finally:
-        dovecot.stop(purge=True)
+    with dovecot_and_postfix(USERS) as both:
+        yield both
 
 
 @pytest.fixture
@@ -68,19 +45,6 @@ async def discord_fake() -> AsyncIterator[FakeDiscord]:
     finally:
         await fake.stop()
     assert fake.unknown == [], f"the bot called routes the fake does not know: {fake.unknown}"
-
-
-async def eventually(condition: Callable[[], Awaitable[bool] | bool], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = condition()
-        if not isinstance(result, bool):
-            result = await result
-        if result:
-            return
-        if time.monotonic() > deadline:
-            pytest.fail(f"not within {timeout} s")
-        await asyncio.sleep(0.05)
 
 
 def customer_mailbox(dovecot: Dovecot) -> list[EmailMessage]:
@@ -140,26 +104,27 @@ async def test_mail_to_post_to_reply_to_mailbox_and_back_into_the_same_post(tmp_
         await asyncio.wait_for(fake.identified.wait(), 30)
 
         await asyncio.to_thread(send_to_desk, smtp_port, "Printer on fire", "My printer is on fire. Help!")
-        await eventually(lambda: len(fake.threads_of(forum)) == 1)
-        post = fake.threads_of(forum)[0]
+        (post,) = await eventually(lambda: fake.threads_of(forum), until=lambda posts: len(posts) == 1,
+                                   timeout=20)
         thread_id = int(post["id"])
         assert post["name"].endswith("] Printer on fire")
-        await eventually(lambda: "My printer is on fire. Help!" in embed_texts(fake, thread_id))
+        await eventually(lambda: embed_texts(fake, thread_id),
+                         until=lambda texts: "My printer is on fire. Help!" in texts, timeout=20)
 
         answer = await fake.slash(alice, thread_id, "reply", text="Unplug it, please.")
         assert answer.text.startswith("Reply to #") and "queued for mail" in answer.text
 
-        async def replied() -> bool:
-            mails = await asyncio.to_thread(customer_mailbox, dovecot)
-            return any("Unplug it, please." in str(m.get_body(("plain",)).get_content()) for m in mails)
+        def ours_in(mails: list[EmailMessage]) -> list[EmailMessage]:
+            return [m for m in mails if "Unplug it, please." in str(m.get_body(("plain",)).get_content())]
 
-        await eventually(replied, timeout=30)
-        ours = next(m for m in await asyncio.to_thread(customer_mailbox, dovecot)
-                    if "Unplug it, please." in str(m.get_body(("plain",)).get_content()))
+        mails = await eventually(lambda: asyncio.to_thread(customer_mailbox, dovecot), until=ours_in,
+                                 timeout=30)
+        ours = ours_in(mails)[0]
 
         await asyncio.to_thread(send_to_desk, smtp_port, "Re: " + ours["Subject"], "Unplugged. Smoke is gone.",
                                 ours["Message-ID"])
-        await eventually(lambda: "Unplugged. Smoke is gone." in embed_texts(fake, thread_id))
+        await eventually(lambda: embed_texts(fake, thread_id),
+                         until=lambda texts: "Unplugged. Smoke is gone." in texts, timeout=20)
         assert len(fake.threads_of(forum)) == 1
         assert embed_texts(fake, thread_id) == [
             "My printer is on fire. Help!", "Unplug it, please.", "Unplugged. Smoke is gone."]

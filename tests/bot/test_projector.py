@@ -9,8 +9,9 @@ from bot.format import DESCRIPTION_MAX
 from bot.projector import CONSUMER
 from core import services
 from core.enums import Priority, Status
-from core.events import EventType, append_event
-from core.inbound import quarantine, store_raw
+from core.event_types import MailBounced, OutboundFailed, SlaBreached
+from core.inbound import store_raw
+from core.intake import quarantine
 from core.models import ConsumerCursor, Ticket
 from core.services import NewAttachment, StaffRef
 from tests.bot.conftest import make_world
@@ -132,12 +133,12 @@ async def test_closed_ticket_post_is_archived_and_locked_and_reopened_when_the_c
 
 async def test_failed_outbound_mail_bounces_and_quarantined_mail_are_alerts(world):
     number = await customer_mail(world.desk)
-    async with world.desk.db.transaction() as session:
-        tid = await session.scalar(select(Ticket.id).where(Ticket.number == number))
-        await append_event(session, EventType.OUTBOUND_FAILED, at=world.desk.clock(), ticket_id=tid,
-                           data={"outbox_id": 1, "kind": "reply", "error": "550 mailbox unavailable", "attempts": 5})
-        await append_event(session, EventType.MAIL_BOUNCED, at=world.desk.clock(), ticket_id=tid,
-                           data={"failed": [{"status": "5.1.1", "diagnostic": "no such user"}]})
+    async with world.desk.unit_of_work() as uow:
+        tid = await uow.session.scalar(select(Ticket.id).where(Ticket.number == number))
+        uow.record(OutboundFailed(ticket_id=tid, outbox_id=1, kind="reply", error="550 mailbox unavailable",
+                                  attempts=5), at=world.desk.clock())
+        uow.record(MailBounced(ticket_id=tid, failed=[{"status": "5.1.1", "diagnostic": "no such user"}]),
+                   at=world.desk.clock())
     stored = await store_raw(world.desk, b"Subject: x\r\n\r\nbroken", source="smtp")
     await quarantine(world.desk, stored.id, "unparseable MIME")
     await world.project()
@@ -205,12 +206,11 @@ async def test_replay_from_the_start_after_a_crash_posts_nothing_twice(desk):
 
 async def test_sla_breach_is_posted_and_pings_the_assignee_only(world):
     number = await customer_mail(world.desk, subject="@everyone urgent")
-    async with world.desk.db.transaction() as session:
-        tid = await session.scalar(select(Ticket.id).where(Ticket.number == number))
-        await append_event(session, EventType.SLA_BREACHED, at=world.desk.clock(), ticket_id=tid, data={
-            "ticket": number, "ref": f"#{number}", "subject": "@everyone urgent", "clock": "first_response",
-            "due_at": "2026-03-02T10:00:00+00:00", "assignee_discord_id": world.alice.id,
-            "priority_raised_to": "high"})
+    async with world.desk.unit_of_work() as uow:
+        tid = await uow.session.scalar(select(Ticket.id).where(Ticket.number == number))
+        uow.record(SlaBreached(ticket_id=tid, ticket=number, ref=f"#{number}", subject="@everyone urgent",
+                               clock="first_response", due_at="2026-03-02T10:00:00+00:00",
+                               assignee_discord_id=world.alice.id, priority_raised_to="high"), at=world.desk.clock())
     await world.project()
 
     expected = f"🚨 #{number} first response target missed (due 2026-03-02 10:00 UTC); priority raised to high " \

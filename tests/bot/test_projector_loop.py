@@ -18,6 +18,7 @@ from core.events import cursor_position
 from core.models import Event
 from core.services import StaffRef
 from tests.bot.helpers import customer_mail
+from tests.kit import eventually
 
 
 async def test_a_refused_projection_waits_out_its_backoff_even_while_mail_keeps_arriving(bot_desk, caplog):
@@ -60,7 +61,7 @@ async def test_a_healthy_projector_is_woken_by_each_commit(bot_desk):
     projector.catch_up = counting  # type: ignore[method-assign]
     stop = asyncio.Event()
     running = asyncio.create_task(projector.run(stop))
-    await asyncio.sleep(0.05)
+    await eventually(lambda: calls, until=lambda n: n == 1)  # the first catch-up; now it sleeps
     await customer_mail(bot_desk)
     await asyncio.wait_for(woken.wait(), 5)  # far sooner than the 60 s poll
     stop.set()
@@ -88,16 +89,17 @@ async def test_an_event_that_keeps_failing_is_skipped_after_five_attempts_and_th
     running = asyncio.create_task(projector.run(stop))
     async with world.desk.db.read() as session:
         last = await session.scalar(select(func.max(Event.id)))
-    for _ in range(500):
+
+    async def position() -> int:
         async with world.desk.db.read() as session:
-            if await cursor_position(session, "discord-projector") == last:
-                break
-        await asyncio.sleep(0.02)
+            return await cursor_position(session, "discord-projector")
+
+    await eventually(position, until=lambda at: at == last)
     stop.set()
     await asyncio.wait_for(running, 5)
     await world.env.settle()
 
     assert [t.name for t in world.forum.threads] == [f"[#{first}] First", f"[#{second}] Second"]
     errors = [r.getMessage() for r in no_logged_errors.records]
-    assert len(errors) == 1 and errors[0].startswith("discord projector skips event") and "after 5 failures" in errors[0]
+    assert len(errors) == 1 and errors[0].startswith("consumer discord-projector skips event") and "after 5 failures" in errors[0]
     no_logged_errors.records.clear()  # expected here

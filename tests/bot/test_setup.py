@@ -4,34 +4,36 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import re
 
 from bot.errors import OUR_FAULT
-from bot.part import DiscordPart, discord_part
+from bot.part import DiscordPart
 from core import services
-from supportbot.app import App
 from supportbot.config import Config
+from supportbot.discord_wiring import discord_part
 from tests.bot.helpers import customer_mail, said
+from tests.kit import eventually
 
 
-def app_with(bot_desk, **discord) -> App:
-    return App(Config.model_validate({"discord": discord}), bot_desk)
+def config_with(**discord) -> Config:
+    return Config.model_validate({"discord": discord})
 
 
 async def test_without_a_token_the_bot_is_not_started_and_the_log_says_how_to_configure_it(bot_desk, caplog):
-    caplog.set_level(logging.INFO, logger="bot")
-    assert await discord_part(app_with(bot_desk)) is None
-    assert [r.getMessage() for r in caplog.records if r.name == "bot.part"] == [
+    caplog.set_level(logging.INFO, logger="supportbot")
+    assert discord_part(config_with(), bot_desk) is None
+    assert [r.getMessage() for r in caplog.records if r.name == "supportbot.discord"] == [
         ("discord: no bot token configured ([discord] token or SUPPORTBOT_DISCORD_TOKEN): the bot is not "
          "started; mail, tickets and reports by mail still run")]
 
 
 async def test_a_token_without_guild_or_forum_names_the_keys_to_set(bot_desk, caplog):
-    assert await discord_part(app_with(bot_desk, token="t", guild_id=5)) is None
+    assert discord_part(config_with(token="t", guild_id=5), bot_desk) is None
     assert "discord: set [discord] forum_channel_id to start the bot (it is not started)" in caplog.messages
 
 
 async def test_a_complete_configuration_makes_the_part(bot_desk):
-    part = await discord_part(app_with(bot_desk, token="t", guild_id=5, forum_channel_id=6, staff_role_ids=[7]))
+    part = discord_part(config_with(token="t", guild_id=5, forum_channel_id=6, staff_role_ids=[7]), bot_desk)
     assert isinstance(part, DiscordPart)
     assert part.bot.settings.staff_role_ids == frozenset({7})
     await part.bot.close()
@@ -89,14 +91,12 @@ async def test_an_unreachable_discord_does_not_stop_the_desk_and_is_retried(bot_
     saved = discord.http.Route.BASE
     discord.http.Route.BASE = f"http://127.0.0.1:{unused_tcp_port}/api/v10"  # nothing listens there
     try:
-        part = await discord_part(app_with(bot_desk, token="t", guild_id=5, forum_channel_id=6))
+        part = discord_part(config_with(token="t", guild_id=5, forum_channel_id=6), bot_desk)
         assert part is not None
         await asyncio.wait_for(part.start(), 1)  # returns at once
-        for _ in range(100):
-            if any("cannot reach Discord" in m for m in caplog.messages):
-                break
-            await asyncio.sleep(0.02)
+        await eventually(lambda: [m for m in caplog.messages if "cannot reach Discord" in m])
         await asyncio.wait_for(part.stop(), 5)
     finally:
         discord.http.Route.BASE = saved
-    assert "discord: cannot reach Discord (ClientConnectorError); trying again in 5 s" in caplog.messages
+    [line] = [m for m in caplog.messages if m.startswith("discord: cannot reach Discord (ClientConnectorError)")]
+    assert re.fullmatch(r".*; trying again in [4-6] s", line), line  # 5 s, give or take the jitter

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from bot.projector import Projector
 from bot.settings import BotSettings
-from core.events import EventType, append_event
+from core.event_types import DailyReportReady
 from supportbot.config import Config
 from supportbot.reporting import report_with_chart
 from tests.bot.helpers import said
@@ -55,9 +55,8 @@ async def test_the_scheduled_report_is_posted_once_in_the_reports_channel(world)
     await opened(world)
     day = world.desk.clock().date()
     world.desk.clock.advance(days=1, hours=8)
-    async with world.desk.db.transaction() as session:
-        await append_event(session, EventType.DAILY_REPORT_READY, at=world.desk.clock(),
-                           data={"day": day.isoformat()})
+    async with world.desk.unit_of_work() as uow:
+        uow.record(DailyReportReady(day=day.isoformat()), at=world.desk.clock())
     await world.project()
     await Projector(world.bot, world.desk).catch_up()  # a replay posts nothing twice
     await world.env.settle()

@@ -27,7 +27,7 @@ async def open_tickets(desk, n: int) -> None:
 async def test_consumer_sees_each_event_once_across_restarts(desk, clock):
     seen: list[int] = []
 
-    async def handle(session, event):
+    async def handle(uow, event):
         seen.append(event.id)
 
     await open_tickets(desk, 3)
@@ -47,7 +47,7 @@ async def test_a_failing_handler_moves_no_cursor_and_the_event_is_retried(desk, 
     await open_tickets(desk, 2)
     calls: list[int] = []
 
-    async def flaky(session, event):
+    async def flaky(uow, event):
         calls.append(event.id)
         if len(calls) == 2:
             raise RuntimeError("outage")
@@ -63,8 +63,8 @@ async def test_handler_writes_commit_with_the_cursor(desk, clock):
     """What a handler writes and the cursor move are one transaction (the outbox relies on it)."""
     await open_tickets(desk, 1)
 
-    async def tag_then_fail(session, event):
-        ticket = await session.get(Ticket, event.ticket_id)
+    async def tag_then_fail(uow, event):
+        ticket = await uow.session.get(Ticket, event.ticket_id)
         ticket.subject = "changed by consumer"
         raise RuntimeError("after the write")
 
@@ -78,7 +78,7 @@ async def test_running_consumer_is_woken_by_commits_without_waiting_for_the_poll
     seen: list[str] = []
     got_two = asyncio.Event()
 
-    async def handle(session, event):
+    async def handle(uow, event):
         seen.append(event.type)
         if len(seen) == 2:
             got_two.set()
@@ -106,7 +106,7 @@ async def test_a_poison_event_is_skipped_after_repeated_failures_and_later_event
     attempts: list[int] = []
     first_id = None
 
-    async def poison_first(session, event):
+    async def poison_first(uow, event):
         nonlocal first_id
         first_id = first_id or event.id
         if event.id == first_id:
@@ -132,7 +132,7 @@ async def test_two_workers_on_one_cursor_handle_each_event_once(desk, clock):
     await open_tickets(desk, 20)
     seen: list[int] = []
 
-    async def slow(session, event):
+    async def slow(uow, event):
         seen.append(event.id)
         await asyncio.sleep(0.001)
 
@@ -153,7 +153,7 @@ async def test_a_consumer_can_pass_over_event_types_it_ignores(desk, clock):
     await open_tickets(desk, 1)
     seen: list[str] = []
 
-    async def handle(session, event):
+    async def handle(uow, event):
         seen.append(event.type)
 
     moved = await consume_once(desk.db, "typed", handle, clock=clock, types={"TicketOpened"})

@@ -20,10 +20,10 @@ from core.desk import CoreSettings, Desk
 from core.enums import Priority
 from core.migrate import upgrade
 from core.models import Event, InboundMail, Message, Ticket
-from mail_gateway.inbound_context import InboundContext, KeywordRule
-from mail_gateway.processing import Outcome, process_stored
+from core.intake import Intake, IntakeSettings, KeywordRule, Outcome
+from mail_gateway.handoff import Handoff
 from mail_gateway.store import store_received
-from mail_gateway.tokens import Signer
+from core.tokens import Signer
 from tests.conftest import FixedClock
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -33,7 +33,7 @@ SECRET = b"pipeline-test-secret"
 DOMAIN = "example.test"
 
 
-def make_context(**overrides: object) -> InboundContext:
+def make_context(**overrides: object) -> IntakeSettings:
     settings: dict[str, object] = {
         "signer": Signer(SECRET, DOMAIN),
         "support_addresses": ("support@example.test", "billing@example.test"),
@@ -42,38 +42,43 @@ def make_context(**overrides: object) -> InboundContext:
                           KeywordRule(("outage", "down"), "technical", Priority.HIGH)),
     }
     settings.update(overrides)
-    return InboundContext(**settings)  # type: ignore[arg-type]
+    return IntakeSettings(**settings)  # type: ignore[arg-type]
 
 
 def fixture(name: str) -> bytes:
     return (FIXTURES / name).read_bytes()
 
 
-async def deliver(desk: Desk, ctx: InboundContext, raw: bytes, *, envelope_from: str | None = None,
+async def deliver(desk: Desk, ctx: IntakeSettings, raw: bytes, *, envelope_from: str | None = None,
                   envelope_to: tuple[str, ...] = ("support@example.test",)) -> Outcome:
     stored = await store_received(desk, raw, source="test", envelope_from=envelope_from, envelope_to=envelope_to)
-    return await process_stored(desk, stored.id, ctx)
+    return await take_stored(desk, ctx, stored.id)
+
+
+async def take_batch(desk: Desk, ctx: IntakeSettings, mail_ids: list[int]) -> list[Outcome]:
+    """Stored mails through intake in one batch, as the worker of `supportbot run` takes a backlog."""
+    return await Handoff(Intake(desk, ctx)).take(mail_ids)
+
+
+async def take_stored(desk: Desk, ctx: IntakeSettings, mail_id: int) -> Outcome:
+    """One stored mail through intake, as `supportbot ingest` takes it: a batch of one."""
+    [outcome] = await Handoff(Intake(desk, ctx)).take([mail_id])
+    return outcome
 
 
 def break_ticket_creation(monkeypatch: pytest.MonkeyPatch, word: str) -> None:
-    """Ticket creation raises for mail whose subject has `word`, in both ways processing opens
-    tickets: alone (open_ticket) and for a batch (open_tickets, all of its new tickets at once)."""
-    from mail_gateway import processing
+    """Ticket creation raises for mail whose subject has `word` (intake opens every new ticket
+    through open_tickets, a batch of them at once)."""
+    from core.intake import take
 
-    real_open, real_open_many = processing.open_ticket, processing.open_tickets
-
-    async def open_one(desk: Desk, requester: Any, content: Any, **kwargs: Any) -> Any:
-        if word in content.subject:
-            raise RuntimeError("simulated bug in ticket creation")
-        return await real_open(desk, requester, content, **kwargs)
+    real_open_many = take.open_tickets
 
     async def open_many(desk: Desk, requests: Any, **kwargs: Any) -> Any:
         if any(word in r.content.subject for r in requests):
             raise RuntimeError("simulated bug in ticket creation")
         return await real_open_many(desk, requests, **kwargs)
 
-    monkeypatch.setattr(processing, "open_ticket", open_one)
-    monkeypatch.setattr(processing, "open_tickets", open_many)
+    monkeypatch.setattr(take, "open_tickets", open_many)
 
 
 async def count(desk: Desk, model: type, *where: object) -> int:
@@ -168,13 +173,23 @@ async def desk(request: pytest.FixtureRequest, tmp_path: Path, clock: FixedClock
 
 async def make_inserts_fail(desk: Desk) -> None:
     """A real database failure inside the storing transaction (not a mock): a trigger that aborts."""
+    await refuse_inserts(desk, "inbound_mail")
+
+
+async def refuse_inserts(desk: Desk, table: str) -> None:
+    """Every INSERT into `table` fails from now on, as a full disk would make it (a trigger that aborts)."""
     async with desk.db.transaction() as session:
         if desk.db.is_postgres:
             await session.execute(text(
-                "CREATE FUNCTION refuse() RETURNS trigger AS $$ BEGIN RAISE EXCEPTION 'disk full'; END $$ "
+                "CREATE OR REPLACE FUNCTION refuse() RETURNS trigger AS $$ BEGIN RAISE EXCEPTION 'disk full'; END $$ "
                 "LANGUAGE plpgsql"))
             await session.execute(text(
-                "CREATE TRIGGER refuse AFTER INSERT ON inbound_mail FOR EACH ROW EXECUTE FUNCTION refuse()"))
+                f"CREATE TRIGGER refuse AFTER INSERT ON {table} FOR EACH ROW EXECUTE FUNCTION refuse()"))
         else:
             await session.execute(text(
-                "CREATE TRIGGER refuse AFTER INSERT ON inbound_mail BEGIN SELECT RAISE(ABORT, 'disk full'); END"))
+                f"CREATE TRIGGER refuse AFTER INSERT ON {table} BEGIN SELECT RAISE(ABORT, 'disk full'); END"))
+
+
+async def allow_inserts(desk: Desk, table: str) -> None:
+    async with desk.db.transaction() as session:
+        await session.execute(text(f"DROP TRIGGER refuse ON {table}" if desk.db.is_postgres else "DROP TRIGGER refuse"))

@@ -8,16 +8,27 @@ import time
 
 import pytest
 from sqlalchemy import select
+from sqlalchemy.exc import DBAPIError
 
-from core import inbound
 from core.desk import Desk
 from core.enums import InboundStatus
+from core.imap_models import ImapPosition, ReadUpTo, load_position
 from core.inbound import RawMail, store_raw_many
 from core.models import Contact, InboundMail, Message, Participant, Ticket
-from mail_gateway.processing import Kind, process_batch
+from core.intake import Intake, Kind
+from core.intake import ledger
+from mail_gateway.handoff import Handoff
 from mail_gateway.store import store_received, store_received_many
 from tests.mail import pipeline_support
-from tests.mail.pipeline_support import break_ticket_creation, count, make_context, stored_row
+from tests.mail.pipeline_support import (
+    allow_inserts,
+    break_ticket_creation,
+    count,
+    make_context,
+    refuse_inserts,
+    stored_row,
+    take_batch,
+)
 from tests.mail.test_processing import simple_mail
 
 desk = pipeline_support.desk
@@ -41,7 +52,7 @@ async def test_one_batch_opens_threads_and_recognises_a_copy_like_one_by_one(des
     stored = await store_received_many(desk, raws, source="test")
     assert [s.duplicate_of for s in stored] == [None, None, stored[0].id, None]
 
-    outcomes = await process_batch(desk, [s.id for s in stored], ctx)
+    outcomes = await take_batch(desk, ctx, [s.id for s in stored])
 
     assert [o.kind for o in outcomes] == [Kind.OPENED, Kind.ADDED, Kind.DUPLICATE, Kind.OPENED]
     assert outcomes[1].ticket_number == outcomes[0].ticket_number == outcomes[2].ticket_number
@@ -56,7 +67,7 @@ async def test_an_original_behind_its_reply_in_one_batch_joins_the_replys_ticket
             simple_mail("ann@customer.test", "Printer jams", message_id="orig@customer.test")]
     stored = await store_received_many(desk, raws, source="test")
 
-    outcomes = await process_batch(desk, [s.id for s in stored], ctx)
+    outcomes = await take_batch(desk, ctx, [s.id for s in stored])
 
     assert [o.kind for o in outcomes] == [Kind.OPENED, Kind.ADDED]
     assert outcomes[1].ticket_number == outcomes[0].ticket_number
@@ -73,8 +84,8 @@ async def test_new_tickets_of_a_batch_are_written_together_and_later_mail_sees_t
             *(simple_mail("dan@customer.test", f"Question {i}") for i in range(2, 8))]
     stored = await store_received_many(desk, raws, source="test")
 
-    with caplog.at_level(logging.WARNING, logger="mail_gateway.processing"):
-        outcomes = await process_batch(desk, [s.id for s in stored], ctx)
+    with caplog.at_level(logging.WARNING, logger="core.intake"):
+        outcomes = await take_batch(desk, ctx, [s.id for s in stored])
 
     assert "rolled back" not in caplog.text  # the batch path did it, not the one-by-one fallback
     # dan may open 5 tickets in 10 minutes (the default): his 6th and 7th new mail are held.
@@ -108,9 +119,9 @@ async def test_two_batches_at_once_that_cc_each_others_senders_settle_without_a_
     for round_ in range(3):
         a = await store_received_many(desk, batch(f"a{round_}-", f"b{round_}-", (0, 1, 2)), source="test")
         b = await store_received_many(desk, batch(f"b{round_}-", f"a{round_}-", (2, 1, 0)), source="test")
-        with caplog.at_level(logging.WARNING, logger="mail_gateway.processing"):
-            outcomes = await asyncio.gather(process_batch(desk, [s.id for s in a], ctx),
-                                            process_batch(desk, [s.id for s in b], ctx))
+        with caplog.at_level(logging.WARNING, logger="core.intake"):
+            outcomes = await asyncio.gather(take_batch(desk, ctx, [s.id for s in a]),
+                                            take_batch(desk, ctx, [s.id for s in b]))
         assert "rolled back" not in caplog.text
         assert [o.kind for o in outcomes[0] + outcomes[1]] == [Kind.OPENED] * 80
     assert await count(desk, Ticket) == 240 and await count(desk, Contact) == 240
@@ -123,8 +134,8 @@ async def test_a_failure_inside_a_batch_undoes_the_batch_and_each_mail_is_settle
     ids = [(await store_received(desk, simple_mail(f"c{i}@customer.test", s), source="test")).id
            for i, s in enumerate(subjects)]
 
-    with caplog.at_level(logging.WARNING, logger="mail_gateway.processing"):
-        outcomes = await process_batch(desk, ids, ctx)
+    with caplog.at_level(logging.WARNING, logger="core.intake"):
+        outcomes = await take_batch(desk, ctx, ids)
 
     assert "rolled back" in caplog.text
     assert [o.kind for o in outcomes] == [Kind.OPENED, Kind.OPENED, Kind.QUARANTINED, Kind.OPENED]
@@ -133,19 +144,24 @@ async def test_a_failure_inside_a_batch_undoes_the_batch_and_each_mail_is_settle
     assert (await stored_row(desk, ids[2])).reason == "RuntimeError: simulated bug in ticket creation"
 
 
-async def test_a_batch_leaves_out_mail_that_another_processor_holds(desk: Desk) -> None:
+async def test_a_batch_leaves_out_mail_that_another_processor_holds_or_settled(desk: Desk) -> None:
     ids = [(await store_received(desk, simple_mail(f"h{i}@customer.test", f"Question {i}"), source="test")).id
            for i in range(3)]
-    # Another worker is busy with the middle one: on PostgreSQL it holds the row lock in a transaction
-    # that stays open meanwhile, on SQLite it holds a committed lease.
-    async with inbound.claim(desk, ids[1]) as held:
-        assert held is not None
-        outcomes = await process_batch(desk, ids, ctx)
-        assert [o.kind for o in outcomes] == [Kind.OPENED, Kind.SKIPPED, Kind.OPENED]
-        await inbound.mark_processed(desk, ids[1], ticket_id=None, reason="settled by the other worker",
-                                     held=held)
-    assert (await stored_row(desk, ids[1])).reason == "settled by the other worker"
-    assert await count(desk, Ticket) == 2
+    handoff = Handoff(Intake(desk, ctx))
+    batch = await handoff.prepare(ids)  # read and parsed outside any transaction, as the worker does
+    if desk.db.is_postgres:
+        # Another worker is busy with the middle one, its transaction open meanwhile.
+        async with desk.unit_of_work() as other:
+            assert [held.id for held in await ledger.claim(other, [ids[1]])] == [ids[1]]
+            outcomes = await handoff.intake.take(batch)
+            await ledger.quarantine(other, ids[1], "settled by the other worker", desk.clock())
+    else:
+        # SQLite has one writer: the other worker settles it between this one's parse and its take.
+        [settled] = await handoff.take([ids[1]])
+        assert settled.kind == Kind.OPENED
+        outcomes = await handoff.intake.take(batch)
+    assert [o.kind for o in outcomes] == [Kind.OPENED, Kind.SKIPPED, Kind.OPENED]
+    assert await count(desk, Ticket) == (2 if desk.db.is_postgres else 3)
 
 
 async def test_mail_that_cannot_be_parsed_is_quarantined_inside_the_batch(
@@ -159,24 +175,20 @@ async def test_mail_that_cannot_be_parsed_is_quarantined_inside_the_batch(
     monkeypatch.setattr(mail_gateway.parsing, "parse_mail", stuck)
     slow = make_context(parse_timeout_seconds=0.05)
     stored = await store_received_many(desk, [simple_mail("a@customer.test", "one")], source="test")
-    [outcome] = await process_batch(desk, [stored[0].id], slow)
+    [outcome] = await take_batch(desk, slow, [stored[0].id])
     assert outcome.kind == Kind.QUARANTINED and "parsing took longer" in outcome.detail
     assert (await stored_row(desk, stored[0].id)).status == InboundStatus.QUARANTINED
 
 
-async def test_storing_a_batch_commits_it_with_what_then_records_or_not_at_all(desk: Desk) -> None:
-    async def fails(session: object) -> None:
-        raise RuntimeError("the position could not be saved")
-
+async def test_storing_a_batch_commits_it_with_the_mailbox_position_or_not_at_all(desk: Desk) -> None:
     mails = [RawMail(simple_mail(f"s{i}@customer.test", f"Stored {i}"), message_id=f"s{i}@x") for i in range(3)]
-    with pytest.raises(RuntimeError):
-        await store_raw_many(desk, mails, source="test", mailbox="m", then=fails)
+    read_up_to = ReadUpTo("m", "INBOX", ImapPosition(uidvalidity=7, last_uid=3))
+    await refuse_inserts(desk, "imap_state")  # a real failure of the position's write, not a mock
+    with pytest.raises(DBAPIError):
+        await store_raw_many(desk, mails, source="test", mailbox="m", read_up_to=read_up_to)
     assert await count(desk, InboundMail) == 0
 
-    recorded: list[int] = []
-
-    async def records(session: object) -> None:
-        recorded.append(1)
-
-    stored = await store_raw_many(desk, mails, source="test", mailbox="m", then=records)
-    assert recorded == [1] and len({s.id for s in stored}) == 3 and await count(desk, InboundMail) == 3
+    await allow_inserts(desk, "imap_state")
+    stored = await store_raw_many(desk, mails, source="test", mailbox="m", read_up_to=read_up_to)
+    assert len({s.id for s in stored}) == 3 and await count(desk, InboundMail) == 3
+    assert await load_position(desk.db, "m", "INBOX") == ImapPosition(7, 3)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import smtplib
-import time
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
@@ -13,12 +12,13 @@ from sqlalchemy import select
 from core.desk import Desk
 from core.models import InboundMail, Ticket
 from mail_gateway.smtp_listener import SmtpListener
+from core.intake import Intake
 from mail_gateway.worker import InboundWorker
-from tests.conftest import need_server
+from tests.kit import eventually
 from tests.mail import pipeline_support
 from tests.mail.pipeline_support import count, make_context, make_inserts_fail
 from tests.mail.test_smtp_listener import mail
-from tests.servers import Postfix, ServerUnavailable, start_postfix
+from tests.servers import Postfix, start_postfix, started
 
 desk = pipeline_support.desk
 sqlite_template = pipeline_support.sqlite_template
@@ -29,7 +29,7 @@ ctx = make_context()
 
 @pytest.fixture
 async def lmtp(desk: Desk) -> AsyncIterator[SmtpListener]:
-    server = SmtpListener(desk, ctx, host="127.0.0.1", port=0, max_message_bytes=50_000, lmtp=True)
+    server = SmtpListener(desk, ctx.support_addresses, host="127.0.0.1", port=0, max_message_bytes=50_000, lmtp=True)
     await server.start()
     try:
         yield server
@@ -62,7 +62,7 @@ async def test_lmtp_answers_the_data_once_per_accepted_recipient_and_stores_the_
     assert [code for code, _ in replies] == [250, 250]
     assert all(text.startswith(b"2.0.0 Ok: queued as") for _, text in replies)
     assert await count(desk, InboundMail) == 1
-    assert await InboundWorker(desk, ctx).drain() == 1
+    assert await InboundWorker(Intake(desk, ctx)).drain() == 1
     assert await count(desk, Ticket) == 1
 
 
@@ -92,11 +92,7 @@ async def test_lmtp_greets_with_lhlo_only(lmtp):
 
 @pytest.fixture
 def postfix_to_lmtp(lmtp: SmtpListener) -> Iterator[Postfix]:
-    try:
-        server = start_postfix(lmtp.port)
-    except ServerUnavailable as e:
-        need_server(str(e))
-        raise
+    server = started(lambda: start_postfix(lmtp.port))
     try:
         yield server
     finally:
@@ -108,18 +104,15 @@ async def test_postfix_delivers_over_lmtp_into_tickets(desk, lmtp, postfix_to_lm
     await asyncio.to_thread(postfix_to_lmtp.send, raw, ["support@example.test", "billing@example.test",
                                                         "nobody@example.test"], "alice@customer.test")
     maillog = postfix_to_lmtp.state_dir / "maillog"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        log = maillog.read_text(errors="replace") if maillog.exists() else ""
-        if log.count("status=sent") >= 2 and "to=<nobody@example.test>" in log:
-            break
-        await asyncio.sleep(0.1)
+    log = await eventually(lambda: maillog.read_text(errors="replace") if maillog.exists() else "",
+                           until=lambda log: log.count("status=sent") >= 2 and "to=<nobody@example.test>" in log,
+                           timeout=30, interval=0.1)
     sent = [line for line in log.splitlines() if "status=sent" in line]
     refused = [line for line in log.splitlines() if "to=<nobody@example.test>" in line]
     assert len(sent) == 2 and all("Ok: queued as" in line for line in sent), log[-3000:]
     assert len(refused) == 1 and "status=bounced" in refused[0] and "550 5.1.1" in refused[0], log[-3000:]
 
-    assert await InboundWorker(desk, ctx).drain() == 1
+    assert await InboundWorker(Intake(desk, ctx)).drain() == 1
     async with desk.db.read() as session:
         subjects = list(await session.scalars(select(Ticket.subject)))
     assert subjects == ["Through Postfix and LMTP"]

@@ -17,9 +17,9 @@ from core.events import EventType
 from core.models import InboundMail, Message, OutboxMail, Ticket
 from core.queries import ticket_detail
 from core.services import StaffRef, block_sender, reply, set_status
-from mail_gateway import processing
-from mail_gateway.processing import Kind, process_stored
+from core.intake import Kind, Outcome
 from mail_gateway.store import store_received
+from core.intake import Intake
 from mail_gateway.worker import InboundWorker
 from tests.mail import pipeline_support
 from tests.mail.pipeline_support import (
@@ -32,6 +32,7 @@ from tests.mail.pipeline_support import (
     make_context,
     messages_of,
     stored_row,
+    take_stored,
 )
 
 # Fixtures from pipeline_support: desks copied from a migrated template (this folder has no conftest).
@@ -375,7 +376,7 @@ async def test_replay_after_a_crash_between_ticket_and_status_update_adds_nothin
         await session.execute(update(InboundMail).where(InboundMail.id == first.mail_id)
                               .values(status=InboundStatus.RECEIVED, ticket_id=None))
     clock.advance(minutes=3)  # on SQLite the dead processor's claim lease runs out first
-    replay = await process_stored(desk, first.mail_id, ctx)
+    replay = await take_stored(desk, ctx, first.mail_id)
     assert replay.kind == Kind.ADDED and replay.ticket_number == first.ticket_number
     assert await count(desk, Message) == 1 and await count(desk, Ticket) == 1
     assert (await stored_row(desk, first.mail_id)).status == InboundStatus.PROCESSED
@@ -383,14 +384,14 @@ async def test_replay_after_a_crash_between_ticket_and_status_update_adds_nothin
 
 async def test_processing_a_settled_mail_again_is_skipped(desk):
     first = await deliver(desk, ctx, fixture("pipeline_new_request.eml"))
-    assert (await process_stored(desk, first.mail_id, ctx)).kind == Kind.SKIPPED
+    assert (await take_stored(desk, ctx, first.mail_id)).kind == Kind.SKIPPED
     assert await count(desk, Message) == 1
 
 
 async def test_two_workers_at_once_process_each_mail_exactly_once(desk):
     ids = [(await store_received(desk, simple_mail(f"c{i}@customer.test", f"Question {i}"), source="test")).id
            for i in range(6)]
-    results = await asyncio.gather(*(process_stored(desk, i, ctx) for i in ids for _ in range(2)))
+    results = await asyncio.gather(*(take_stored(desk, ctx, i) for i in ids for _ in range(2)))
     assert sorted(r.kind for r in results).count(Kind.OPENED) == 6
     assert await count(desk, Ticket) == 6 and await count(desk, Message) == 6
 
@@ -420,7 +421,7 @@ async def test_held_mail_can_be_released_by_requeue(desk, clock):
     assert held.kind == Kind.HELD
     clock.advance(minutes=11)
     assert await inbound.requeue(desk, [held.mail_id]) == 1
-    assert (await process_stored(desk, held.mail_id, limited)).kind == Kind.OPENED
+    assert (await take_stored(desk, limited, held.mail_id)).kind == Kind.OPENED
 
 
 async def test_mail_from_a_blocked_sender_is_held_not_dropped(desk):
@@ -445,11 +446,11 @@ async def test_an_operators_release_is_honoured_by_whichever_worker_takes_the_ma
     outcome = await deliver(desk, small, simple_mail("big@customer.test", "Huge", "x" * 5000))
     assert outcome.kind == Kind.HELD
     assert await inbound.requeue(desk, [outcome.mail_id]) == 1
-    assert (await InboundWorker(desk, small).drain()) == 1
+    assert (await InboundWorker(Intake(desk, small)).drain()) == 1
     assert (await stored_row(desk, outcome.mail_id)).status == InboundStatus.HELD  # held again
 
     assert await inbound.requeue(desk, [outcome.mail_id], release=True) == 1
-    assert (await InboundWorker(desk, small).drain()) == 1
+    assert (await InboundWorker(Intake(desk, small)).drain()) == 1
     row = await stored_row(desk, outcome.mail_id)
     assert row.status == InboundStatus.PROCESSED and row.ticket_id is not None
 
@@ -460,7 +461,7 @@ async def test_mail_that_makes_processing_raise_is_quarantined_and_the_next_is_p
     break_ticket_creation(monkeypatch, "poison")
     bad = await store_received(desk, simple_mail("p@customer.test", "poison pill"), source="test")
     good = await store_received(desk, simple_mail("g@customer.test", "normal question"), source="test")
-    worker = InboundWorker(desk, ctx)
+    worker = InboundWorker(Intake(desk, ctx))
     assert await worker.drain() == 2
     bad_row, good_row = await stored_row(desk, bad.id), await stored_row(desk, good.id)
     assert bad_row.status == InboundStatus.QUARANTINED
@@ -470,7 +471,7 @@ async def test_mail_that_makes_processing_raise_is_quarantined_and_the_next_is_p
 
     monkeypatch.undo()  # the fix is deployed
     assert await inbound.requeue(desk, [bad.id]) == 1
-    retried = await process_stored(desk, bad.id, ctx)
+    retried = await take_stored(desk, ctx, bad.id)
     assert retried.kind == Kind.OPENED
     assert (await stored_row(desk, bad.id)).status == InboundStatus.PROCESSED
     assert await count(desk, Ticket) == 2
@@ -517,12 +518,12 @@ async def test_worker_processes_what_was_waiting_at_start_and_what_arrives_later
     seen: list[int] = []
     arrived = asyncio.Event()
 
-    def note(outcome: processing.Outcome) -> None:
+    def note(outcome: Outcome) -> None:
         seen.append(outcome.mail_id)
         if len(seen) == 2:
             arrived.set()
 
-    worker = InboundWorker(desk, ctx, poll_seconds=30, on_outcome=note)
+    worker = InboundWorker(Intake(desk, ctx), poll_seconds=30, on_outcome=note)
     await worker.start()
     try:
         later = await store_received(desk, simple_mail("a2@customer.test", "Arrived later"), source="test")
@@ -537,7 +538,7 @@ async def test_worker_processes_what_was_waiting_at_start_and_what_arrives_later
 async def _drain_newest_first(desk: Desk) -> int:
     settled = 0
     for mail_id in reversed(await inbound.pending_ids(desk)):
-        settled += (await process_stored(desk, mail_id, ctx)).kind != Kind.SKIPPED
+        settled += (await take_stored(desk, ctx, mail_id)).kind != Kind.SKIPPED
     return settled
 
 
@@ -557,9 +558,9 @@ async def test_two_processes_sharing_a_database_never_process_the_same_mail(desk
             raw = simple_mail(f"c{i}@customer.test", f"Question {i}", message_id=f"q{i}@customer.test")
             await store_received(other, raw, source="test")
         # One process walks the queue from the end, so copies of one mail meet in flight.
-        settled = await asyncio.gather(InboundWorker(desk, ctx).drain(), _drain_newest_first(other))
+        settled = await asyncio.gather(InboundWorker(Intake(desk, ctx)).drain(), _drain_newest_first(other))
         # Rows another process held are left for its next pass; together all 35 are settled.
-        settled_later = await InboundWorker(desk, ctx).drain()
+        settled_later = await InboundWorker(Intake(desk, ctx)).drain()
         assert sum(settled) + settled_later == 35
         assert await count(desk, Ticket) == 30 and await count(desk, Message) == 30
         assert await count(desk, InboundMail, InboundMail.status == InboundStatus.RECEIVED) == 0
@@ -619,10 +620,10 @@ async def test_attachments_are_kept_and_oversized_ones_are_listed_as_held_back(d
 ])
 async def test_machine_mail_rules(headers, envelope_from, rule):
     from mail_gateway.parsing import parse_mail
-    from mail_gateway.rules import RuleContext, evaluate
+    from core.intake.rules import RuleContext, evaluate
 
     mail = parse_mail(simple_mail("someone@customer.test", "Hi", extra=headers))
-    rules_ctx = RuleContext(desk=None, session=None, settings=ctx, sender=None,  # type: ignore[arg-type]
+    rules_ctx = RuleContext(desk=None, uow=None, settings=ctx, sender=None,  # type: ignore[arg-type]
                             envelope_from=envelope_from, raw_size=100, new_ticket=False)
     decision = await evaluate(mail, rules_ctx)
     assert decision.stop is None

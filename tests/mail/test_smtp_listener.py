@@ -17,10 +17,11 @@ from sqlalchemy import text
 
 from core.desk import Desk
 from core.models import InboundMail, Ticket
-from mail_gateway.processing import Kind
+from core.intake import Intake, Kind
 from mail_gateway.smtp_listener import SmtpListener, tls_context
 from mail_gateway.worker import InboundWorker
 from tests.conftest import need_server
+from tests.kit import eventually
 from tests.mail import pipeline_support
 from tests.mail.pipeline_support import (
     count,
@@ -45,7 +46,7 @@ def mail(sender: str = "alice@customer.test", subject: str = "Printer on fire", 
 
 @pytest.fixture
 async def listener(desk: Desk) -> AsyncIterator[SmtpListener]:
-    server = SmtpListener(desk, ctx, host="127.0.0.1", port=0, max_message_bytes=LIMIT)
+    server = SmtpListener(desk, ctx.support_addresses, host="127.0.0.1", port=0, max_message_bytes=LIMIT)
     await server.start()
     try:
         yield server
@@ -77,7 +78,7 @@ async def test_accepted_mail_is_stored_before_250_and_becomes_a_ticket(desk, lis
     assert refused == {}
     stored = await count(desk, InboundMail)
     assert stored == 1  # committed by the time the client got its 250
-    worker = InboundWorker(desk, ctx)
+    worker = InboundWorker(Intake(desk, ctx))
     assert await worker.drain() == 1
     assert await count(desk, Ticket) == 1
 
@@ -159,7 +160,7 @@ async def test_swaks_delivery_becomes_a_ticket(desk, listener):
     output, _ = await asyncio.wait_for(process.communicate(), 30)
     assert process.returncode == 0, output.decode()
     assert b"250 2.0.0 Ok: queued as" in output
-    assert await InboundWorker(desk, ctx).drain() == 1
+    assert await InboundWorker(Intake(desk, ctx)).drain() == 1
     async with desk.db.read() as session:
         subject = await session.scalar(text("SELECT subject FROM tickets"))
     assert subject == "Sent with swaks"
@@ -214,7 +215,7 @@ def _self_signed_with_openssl(tmp_path: Path) -> tuple[Path, Path]:
 
 async def test_starttls_with_the_configured_certificate(desk, tmp_path):
     cert, key = _self_signed(tmp_path)
-    server = SmtpListener(desk, ctx, host="127.0.0.1", port=0, tls=tls_context(cert, key))
+    server = SmtpListener(desk, ctx.support_addresses, host="127.0.0.1", port=0, tls=tls_context(cert, key))
     await server.start()
     try:
         def ehlo_features() -> bool:
@@ -233,7 +234,7 @@ async def test_starttls_with_the_configured_certificate(desk, tmp_path):
 async def test_listener_runs_on_the_callers_loop_and_wakes_the_worker(desk):
     woken = asyncio.Event()
     threads_before = {t.ident for t in threading.enumerate()}
-    server = SmtpListener(desk, ctx, host="127.0.0.1", port=0, on_stored=woken.set)
+    server = SmtpListener(desk, ctx.support_addresses, host="127.0.0.1", port=0, on_stored=woken.set)
     await server.start()
     try:
         started_threads = {t.ident for t in threading.enumerate()} - threads_before
@@ -243,7 +244,7 @@ async def test_listener_runs_on_the_callers_loop_and_wakes_the_worker(desk):
     finally:
         await server.stop()
     outcome_kinds = []
-    worker = InboundWorker(desk, ctx, on_outcome=lambda o: outcome_kinds.append(o.kind))
+    worker = InboundWorker(Intake(desk, ctx), on_outcome=lambda o: outcome_kinds.append(o.kind))
     await worker.drain()
     assert outcome_kinds == [Kind.OPENED]
 
@@ -272,11 +273,7 @@ async def test_run_on_the_built_in_defaults_turns_mail_to_support_at_localhost_i
                 return client.sendmail("zoe@customer.test", ["support@localhost"], raw)
 
         assert await asyncio.to_thread(deliver) == {}
-        for _ in range(100):  # the worker was woken by the store; give it a moment
-            tickets = await list_tickets(app.desk)
-            if tickets:
-                break
-            await asyncio.sleep(0.05)
+        tickets = await eventually(lambda: list_tickets(app.desk))  # the worker was woken by the store
     finally:
         await app.stop()
     assert [(t.subject, t.requester) for t in tickets] == [("Fresh install", "zoe@customer.test")]

@@ -1,4 +1,8 @@
-"""Fixtures for mail out: a real aiosmtpd sink on loopback, and a notifier + sender wired to it."""
+"""Fixtures for mail out: a real aiosmtpd sink on loopback, and a notifier + sender wired to it.
+
+The desks come from tests/conftest.py: `desk` (SQLite and PostgreSQL) and `sqlite_desk` (for tests
+of the SMTP side alone, which do not depend on the database engine).
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,7 @@ import email
 import socket
 import ssl
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from email import policy
 from email.message import EmailMessage
@@ -17,17 +21,14 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
-from core.attachments import AttachmentStore
-from core.db import Database
-from core.desk import CoreSettings, Desk
+from core.desk import Desk
 from core.events import consume_once
-from core.migrate import upgrade
 from core.outbox import RetryPolicy
 from mail_gateway.outbound.compose import Composer
 from mail_gateway.outbound.notifier import CONSUMER, Notifier
 from mail_gateway.outbound.sender import OutboxSender
 from mail_gateway.outbound.smtp import RelaySettings, SmtpTransport
-from mail_gateway.tokens import Signer
+from core.tokens import Signer
 from supportbot.templating import template_environment
 
 SUPPORT = "support@example.test"
@@ -194,15 +195,3 @@ def password_check(username: str, password: str) -> Any:
         return AuthResult(success=False, handled=False)
 
     return authenticate
-
-
-@pytest.fixture
-async def sqlite_desk(tmp_path: Path, clock: Any) -> AsyncIterator[Desk]:
-    """For tests of the SMTP side alone, which do not depend on the database engine."""
-    db = Database(f"sqlite+aiosqlite:///{tmp_path / 'desk.db'}")
-    await upgrade(db)
-    desk = Desk(db, CoreSettings(), AttachmentStore(tmp_path / "attachments"), clock)
-    try:
-        yield desk
-    finally:
-        await desk.close()

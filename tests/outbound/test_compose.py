@@ -23,7 +23,7 @@ from mail_gateway.outbound.headers import (
     reply_subject,
     trim_references,
 )
-from mail_gateway.tokens import FOOTER_TOKEN, Signer
+from core.tokens import FOOTER_TOKEN, Signer
 from tests.outbound.conftest import SECRET, SUPPORT, make_composer
 
 WHEN = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)

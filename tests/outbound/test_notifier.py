@@ -19,7 +19,7 @@ from core.services import (
     reply,
     set_status,
 )
-from mail_gateway.tokens import FOOTER_TOKEN, Signer
+from core.tokens import FOOTER_TOKEN, Signer
 from tests.conftest import FixedClock
 from tests.outbound.conftest import SECRET, SUPPORT, MailOut, Sink
 
@@ -230,15 +230,15 @@ async def test_a_mail_that_cannot_be_built_is_reported_and_does_not_block_the_re
 
 async def test_a_pending_reminder_event_mails_the_customer_once_while_still_pending(
         desk: Desk, mail_out: MailOut, sink: Sink) -> None:
-    from core.events import EventType, append_event
+    from core.event_types import PendingReminderDue
     from core.models import Ticket
 
     number = await open_from_alice(desk)
     await reply(desk, number, BOB, "Could you send a photo?", status=Status.PENDING)
-    async with desk.db.transaction() as session:
-        ticket_id = await session.scalar(select(Ticket.id).where(Ticket.number == number))
-        await append_event(session, EventType.PENDING_REMINDER_DUE, at=desk.clock(), ticket_id=ticket_id,
-                           data={"ticket": number, "resolve_at": "2026-03-09T09:00:00+00:00"})
+    async with desk.unit_of_work() as uow:
+        ticket_id = await uow.session.scalar(select(Ticket.id).where(Ticket.number == number))
+        uow.record(PendingReminderDue(ticket_id=ticket_id, ticket=number, resolve_at="2026-03-09T09:00:00+00:00"),
+                   at=desk.clock())
     await mail_out.flush()
     reminder = [r.message for r in sink.received if "waiting for your answer" in
                 r.message.get_body(("plain",)).get_content()]  # type: ignore[union-attr]
@@ -247,8 +247,7 @@ async def test_a_pending_reminder_event_mails_the_customer_once_while_still_pend
     assert reminder[0]["Auto-Submitted"] == "auto-replied"
     # Answered in the meantime: a late reminder event sends nothing.
     await add_customer_message(desk, number, ALICE, MailContent(text="here it is"))
-    async with desk.db.transaction() as session:
-        await append_event(session, EventType.PENDING_REMINDER_DUE, at=desk.clock(), ticket_id=ticket_id,
-                           data={"ticket": number, "resolve_at": None})
+    async with desk.unit_of_work() as uow:
+        uow.record(PendingReminderDue(ticket_id=ticket_id, ticket=number, resolve_at=None), at=desk.clock())
     await mail_out.flush()
     assert sorted(m.kind for m in await list_mail(desk)) == ["ack", "reminder", "reply"]

@@ -19,6 +19,7 @@ from supportbot.app import open_desk, run
 from supportbot.cli import main
 from supportbot.config import load_config
 from supportbot.outbound import build_notifier
+from tests.kit import eventually
 
 
 @pytest.fixture
@@ -78,10 +79,9 @@ async def test_run_without_a_relay_writes_the_acknowledgement_to_the_maildir(con
     try:
         await open_ticket(desk, ContactRef("alice@example.org"), MailContent(text="hi", subject="Hello"))
         maildir = config.desk.data_dir / "outbox-maildir"
-        for _ in range(200):  # the app's own desk polls for other processes' commits every few seconds
-            if (maildir / "new").is_dir() and any((maildir / "new").iterdir()):
-                break
-            await asyncio.sleep(0.05)
+        # The app's own desk polls for other processes' commits every few seconds.
+        await eventually(lambda: sorted((maildir / "new").iterdir()) if (maildir / "new").is_dir() else [],
+                         timeout=20)
         (mail,) = list(mailbox.Maildir(maildir, create=False))
         assert mail["Subject"].endswith("Hello") and mail["To"] == "alice@example.org"
         assert {m.status for m in await list_mail(desk)} == {OutboxStatus.SENT}

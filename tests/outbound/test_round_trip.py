@@ -7,8 +7,7 @@ from __future__ import annotations
 import asyncio
 import email
 import smtplib
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from email import policy
 from email.message import EmailMessage
@@ -19,25 +18,23 @@ import pytest
 from imapclient import IMAPClient
 from sqlalchemy import func, select
 
-from core.attachments import AttachmentStore
-from core.db import Database
-from core.desk import CoreSettings, Desk
+from core.desk import Desk
 from core.enums import Direction
 from core.events import run_consumer
-from core.migrate import upgrade
 from core.models import Message, Ticket
 from core.services import NewAttachment, StaffRef, reply
 from mail_gateway.imap import ImapSource
-from mail_gateway.inbound_context import InboundContext
+from core.intake import Intake, IntakeSettings
 from mail_gateway.outbound.notifier import CONSUMER, Notifier
 from mail_gateway.outbound.sender import OutboxSender
 from mail_gateway.outbound.smtp import RelaySettings, SmtpTransport
-from mail_gateway.tokens import Signer
+from core.tokens import Signer
 from mail_gateway.worker import InboundWorker
 from supportbot.config import ImapMailboxConfig
-from tests.conftest import need_server
+from tests.conftest import open_desk, sqlite_url
+from tests.kit import eventually
 from tests.outbound.conftest import SECRET, SUPPORT, make_composer
-from tests.servers import Dovecot, Postfix, ServerUnavailable, start_dovecot, start_postfix
+from tests.servers import Dovecot, Postfix, dovecot_and_postfix
 
 pytestmark = [pytest.mark.dovecot, pytest.mark.slow]
 
@@ -49,23 +46,8 @@ BOB = StaffRef("Bob", discord_id=42)
 @pytest.fixture
 def servers() -> Iterator[tuple[Dovecot, Postfix]]:
     """Dovecot with a support and a customer mailbox, and Postfix delivering to both over LMTP."""
-    try:
-        dovecot = start_dovecot(users=USERS)
-    except ServerUnavailable as e:
-        need_server(str(e))
-        raise
-    try:
-        try:
-            postfix = start_postfix(dovecot)
-        except ServerUnavailable as e:
-            need_server(str(e))
-            raise
-        try:
-            yield dovecot, postfix
-        finally:
-            postfix.stop()
-    finally:
-        dovecot.stop(purge=True)
+    with dovecot_and_postfix(USERS) as both:
+        yield both
 
 
 @dataclass
@@ -79,35 +61,30 @@ class Desks:
 async def running(servers: tuple[Dovecot, Postfix], tmp_path: Path) -> AsyncIterator[Desks]:
     """The desk with everything mail runs: IMAP in, the pipeline, the notifier and the sender via Postfix."""
     dovecot, postfix = servers
-    db = Database(f"sqlite+aiosqlite:///{tmp_path / 'desk.db'}")
-    await upgrade(db)
-    desk = Desk(db, CoreSettings(), AttachmentStore(tmp_path / "attachments"))
-    signer = Signer(SECRET, "example.test")
-    worker = InboundWorker(desk, InboundContext(signer, support_addresses=(SUPPORT,)), poll_seconds=0.2)
-    source = ImapSource(desk, ImapMailboxConfig(
-        name="main", host=dovecot.host, port=dovecot.imap_port, security="plain", username=SUPPORT,
-        password=USERS[SUPPORT], timeout_seconds=5), on_stored=worker.wake)
-    notifier = Notifier(desk, make_composer(signer=signer), support_addresses=[SUPPORT], automatic_per_hour=10)
-    sender = OutboxSender(desk, SmtpTransport(RelaySettings(
-        host=postfix.host, port=postfix.smtp_port, security="plain", timeout_seconds=10)), poll_seconds=0.2)
-    stop = asyncio.Event()
-    consumer = asyncio.create_task(run_consumer(desk.db, CONSUMER, notifier.handle, clock=desk.clock,
-                                                poll_seconds=0.2, stop=stop))
-    for part in (sender, worker, source):
-        await part.start()
-
-    async def listening() -> bool:
-        return source.state in ("idle", "polling")
-
-    await eventually(listening)
-    try:
-        yield Desks(desk, dovecot, postfix)
-    finally:
-        for part in (source, worker, sender):
-            await part.stop()
-        stop.set()
-        await consumer
-        await desk.close()
+    async with open_desk(sqlite_url(tmp_path), tmp_path) as desk:  # real time, as the servers run
+        signer = Signer(SECRET, "example.test")
+        settings = IntakeSettings(signer, support_addresses=(SUPPORT,))
+        worker = InboundWorker(Intake(desk, settings), poll_seconds=0.2)
+        source = ImapSource(desk, ImapMailboxConfig(
+            name="main", host=dovecot.host, port=dovecot.imap_port, security="plain", username=SUPPORT,
+            password=USERS[SUPPORT], timeout_seconds=5), on_stored=worker.wake)
+        notifier = Notifier(desk, make_composer(signer=signer), support_addresses=[SUPPORT],
+                            automatic_per_hour=10)
+        sender = OutboxSender(desk, SmtpTransport(RelaySettings(
+            host=postfix.host, port=postfix.smtp_port, security="plain", timeout_seconds=10)), poll_seconds=0.2)
+        stop = asyncio.Event()
+        consumer = asyncio.create_task(run_consumer(desk.db, CONSUMER, notifier.handle, clock=desk.clock,
+                                                    poll_seconds=0.2, stop=stop))
+        for part in (sender, worker, source):
+            await part.start()
+        try:
+            await eventually(lambda: source.state, until=lambda state: state in ("idle", "polling"), timeout=20)
+            yield Desks(desk, dovecot, postfix)
+        finally:
+            for part in (source, worker, sender):
+                await part.stop()
+            stop.set()
+            await consumer
 
 
 def customer_mailbox(dovecot: Dovecot) -> list[EmailMessage]:
@@ -123,24 +100,10 @@ def customer_mailbox(dovecot: Dovecot) -> list[EmailMessage]:
     return messages
 
 
-async def eventually(condition: Callable[[], Awaitable[bool]], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not await condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"not within {timeout} s")
-        await asyncio.sleep(0.1)
-
-
 async def received(dovecot: Dovecot, count: int) -> list[EmailMessage]:
-    found: list[EmailMessage] = []
-
-    async def arrived() -> bool:
-        nonlocal found
-        found = await asyncio.to_thread(customer_mailbox, dovecot)
-        return len(found) >= count
-
-    await eventually(arrived)
-    return found
+    """The customer's mailbox once it holds at least `count` mails."""
+    return await eventually(lambda: asyncio.to_thread(customer_mailbox, dovecot),
+                            until=lambda mails: len(mails) >= count, timeout=20, interval=0.1)
 
 
 async def inbound_messages(desk: Desk) -> list[tuple[int, str]]:
@@ -183,7 +146,7 @@ def plain(msg: EmailMessage) -> str:
 async def test_staff_reply_reaches_the_customer_and_every_kind_of_answer_threads_back(running: Desks) -> None:
     desk, dovecot, postfix = running.desk, running.dovecot, running.postfix
     customer_writes(postfix, to=SUPPORT, subject="Printer on fire", text="My printer is on fire. Help!")
-    await eventually(lambda: _equals(ticket_count(desk), 1))
+    await eventually(lambda: ticket_count(desk), until=lambda n: n == 1, timeout=20)
     (number, _), = await inbound_messages(desk)
 
     # The acknowledgement, then the staff reply with an attachment, arrive in the customer's mailbox.
@@ -208,18 +171,10 @@ async def test_staff_reply_reaches_the_customer_and_every_kind_of_answer_threads
     customer_writes(postfix, to=SUPPORT, subject="Another question", text="Is it safe to plug in again?",
                     in_reply_to=ours["Message-ID"])
 
-    async def all_threaded() -> bool:
-        return len(await inbound_messages(desk)) == 4
-
-    await eventually(all_threaded)
-    messages = await inbound_messages(desk)
+    messages = await eventually(lambda: inbound_messages(desk), until=lambda got: len(got) == 4, timeout=20)
     assert await ticket_count(desk) == 1
     assert [n for n, _ in messages] == [number] * 4
     # Postfix may deliver the three in any order.
     answers = sorted(text.strip() for _, text in messages[1:])
     assert answers == ["Is it safe to plug in again?", "Photo follows.", "Unplugged it."], \
         "each answer on the ticket, the full reply cut at our marker (the quote is not new text)"
-
-
-async def _equals(value: Awaitable[int], expected: int) -> bool:
-    return await value == expected

@@ -20,6 +20,7 @@ from mail_gateway.outbound.notifier import Notifier
 from mail_gateway.outbound.sender import OutboxSender
 from mail_gateway.outbound.smtp import RelaySettings, SmtpTransport
 from tests.conftest import FixedClock
+from tests.kit import eventually
 from tests.outbound.conftest import (
     SUPPORT,
     MailOut,
@@ -267,10 +268,8 @@ async def test_running_sender_delivers_a_reply_without_being_asked(desk: Desk, s
     await out.sender.start()
     try:
         await tickets_with_replies(desk, tickets=1, replies=1)
-        for _ in range(100):
-            if len(sink.received) == 2:
-                break
-            await asyncio.sleep(0.05)
+        # Well inside the 30 s polls: only the commit's wake-up can deliver them this soon.
+        await eventually(lambda: sink.received, until=lambda got: len(got) == 2, timeout=10)
         assert len(sink.received) == 2
     finally:
         await out.sender.stop()

@@ -6,6 +6,7 @@ from datetime import date
 
 from core import inbound, services
 from core.enums import Priority, Status
+from core.intake import quarantine
 from core.reports import SLA_NOT_CONFIGURED, DayAverages, DayCounts, daily_report
 from tests.reports.conftest import (
     KIM,
@@ -52,7 +53,7 @@ async def build_monday(desk, clock) -> dict[str, int]:
     await customer_writes(desk, t3, "carol", machine=True)  # an auto-reply
     at(clock, 2026, 3, 2, 19)
     stored = await inbound.store_raw(desk, b"Subject: broken\r\n\r\nx", source="smtp")
-    await inbound.quarantine(desk, stored.id, "unparseable")
+    await quarantine(desk, stored.id, "unparseable")
     at(clock, 2026, 3, 2, 20)
     return {"t1": t1, "t2": t2, "t3": t3}
 

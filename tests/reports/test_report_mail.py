@@ -10,10 +10,10 @@ from sqlalchemy import func, select
 
 from core.models import OutboxMail
 from mail_gateway.outbound.sender import OutboxSender
-from supportbot.app import App
 from supportbot.config import Config
 from supportbot.report_view import CHART_CID
 from supportbot.reporting import ReportScheduler, report_part
+from tests.kit import eventually
 from tests.outbound.conftest import relay_to
 from tests.reports.conftest import at
 from tests.reports.test_report_figures import build_monday
@@ -134,42 +134,39 @@ async def test_a_report_that_fails_to_render_is_retried_on_the_next_pass(desk, c
 
 
 async def test_run_starts_no_scheduler_without_managers(desk, tmp_path):
-    assert await report_part(App(report_config(tmp_path, managers=[]), desk)) is None
-    assert await report_part(App(report_config(tmp_path, enabled=False), desk)) is None
-    assert isinstance(await report_part(App(report_config(tmp_path), desk)), ReportScheduler)
+    assert report_part(report_config(tmp_path, managers=[]), desk) is None
+    assert report_part(report_config(tmp_path, enabled=False), desk) is None
+    assert isinstance(report_part(report_config(tmp_path), desk), ReportScheduler)
 
 
 async def test_the_running_part_queues_the_due_report_at_start_and_stops_promptly(desk, clock, tmp_path):
     import asyncio
 
     at(clock, 2026, 3, 3, 8, 5)
-    part = await report_part(App(report_config(tmp_path), desk))
+    part = report_part(report_config(tmp_path), desk)
     assert part is not None
+    async def kinds() -> list[str]:
+        async with desk.db.read() as s:
+            return list(await s.scalars(select(OutboxMail.kind)))
+
     await part.start()
     try:
-        for _ in range(200):
-            async with desk.db.read() as s:
-                if await s.scalar(select(func.count()).select_from(OutboxMail)):
-                    break
-            await asyncio.sleep(0.05)
+        await eventually(kinds)
     finally:
         await asyncio.wait_for(part.stop(), timeout=5)  # asleep until tomorrow 08:00, yet stops at once
-    async with desk.db.read() as s:
-        kinds = list(await s.scalars(select(OutboxMail.kind)))
-    assert kinds == ["report"]
+    assert await kinds() == ["report"]
 
 
 async def test_a_discord_only_report_queues_no_mail_but_is_announced_once(desk, clock, tmp_path):
     from sqlalchemy import func, select
 
     from core.models import Event, OutboxMail
-    from supportbot.app import App
     from supportbot.reporting import report_part
 
     at(clock, 2026, 3, 3, 8, 5)
     config = report_config(tmp_path, managers=[]).model_copy(
         update={"discord": Config().discord.model_copy(update={"reports_channel_id": 42})})
-    scheduler = await report_part(App(config, desk))
+    scheduler = report_part(config, desk)
     assert scheduler is not None
     assert await scheduler.send_due() == [date(2026, 3, 2)]
     assert await scheduler.send_due() == []
@@ -178,4 +175,4 @@ async def test_a_discord_only_report_queues_no_mail_but_is_announced_once(desk, 
         ready = list(await session.scalars(select(Event.data).where(Event.type == "DailyReportReady")))
     assert ready == [{"day": "2026-03-02"}]
     nowhere = report_config(tmp_path, managers=[])
-    assert await report_part(App(nowhere, desk)) is None
+    assert report_part(nowhere, desk) is None

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 from datetime import date, timedelta
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 
@@ -91,10 +90,10 @@ async def test_sla_part_is_skipped_with_one_log_line_when_nothing_is_configured(
     desk = Desk.open(f"sqlite+aiosqlite:///{tmp_path / 'desk.db'}", tmp_path)  # never connects here
     config = load_config(write(tmp_path, ""))
     with caplog.at_level(logging.INFO, logger="supportbot.sla_wiring"):
-        assert await sla_part(SimpleNamespace(config=config, desk=desk)) is None  # type: ignore[arg-type]
+        assert sla_part(config, desk) is None
     assert len([r for r in caplog.records if "SLA" in r.getMessage()]) == 1
 
     config = load_config(write(tmp_path, '[sla]\npending_resolve_after = "3d"'))
-    part = await sla_part(SimpleNamespace(config=config, desk=desk))  # type: ignore[arg-type]
+    part = sla_part(config, desk)
     assert isinstance(part, SlaScheduler) and part.name == "sla"
     await desk.close()

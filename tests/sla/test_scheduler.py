@@ -5,22 +5,24 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from sqlalchemy import select
 
-from core.db import Database
 from core.desk import Desk
 from core.enums import Priority, Status
 from core.events import EventType
 from core.models import Staff
 from core.queries import ticket_detail
 from core.services import reply
-from core.sla.firing import REASON_NO_ANSWER, REASON_RESOLVED_QUIET
+from core.event_types import StatusReason
 from core.sla.policy import SlaPolicy
 from core.sla.queries import ticket_sla
 from core.sla.scheduler import SlaScheduler
 from core.timeutil import utcnow
+from tests.conftest import open_desk
+from tests.kit import eventually
 from tests.sla.conftest import (
     AGENT,
     auto_close,
@@ -36,13 +38,11 @@ HOURS = timedelta(hours=1)
 
 
 @pytest.fixture
-async def second_desk(desk: Desk) -> AsyncIterator[Desk]:
+async def second_desk(desk: Desk, tmp_path: Path) -> AsyncIterator[Desk]:
     """Another process's view of the same database: its own engine, same clock."""
-    db = Database(desk.db.url.render_as_string(hide_password=False))
-    try:
-        yield Desk(db, desk.settings, desk.files, desk.clock)
-    finally:
-        await db.dispose()
+    async with open_desk(desk.db.url.render_as_string(hide_password=False), tmp_path, desk.clock,
+                         migrate=False) as other:
+        yield other
 
 
 async def test_restart_in_the_middle_rearms_every_timer_and_fires_nothing_twice(desk, second_desk, clock):
@@ -104,8 +104,8 @@ async def test_auto_close_chain_reminds_then_resolves_then_closes(desk, clock):
     assert (await ticket_detail(desk, number)).status == Status.CLOSED
 
     changes = [e.data for e in await events_of(desk, EventType.STATUS_CHANGED)]
-    assert changes[-2:] == [{"from": "pending", "to": "resolved", "reason": REASON_NO_ANSWER},
-                            {"from": "resolved", "to": "closed", "reason": REASON_RESOLVED_QUIET}]
+    assert changes[-2:] == [{"from": "pending", "to": "resolved", "reason": StatusReason.NO_ANSWER},
+                            {"from": "resolved", "to": "closed", "reason": StatusReason.RESOLVED_QUIET}]
     async with desk.db.read() as session:
         actors = {s.display_name for s in await session.scalars(select(Staff))}
     assert actors == {"Bob", "SLA"}
@@ -139,14 +139,21 @@ async def test_running_scheduler_wakes_for_a_new_ticket_and_fires_on_time(desk):
     live = Desk(desk.db, desk.settings, desk.files, utcnow)
     one_second = SlaPolicy(first_response=timedelta(seconds=1), business_hours=False)
     part = SlaScheduler(live, settings(policies={Priority.MEDIUM: one_second}), poll_seconds=30)
+    delays: list[float] = []
+    planned = part._delay
+
+    async def noted() -> float:
+        delays.append(await planned())
+        return delays[-1]
+
+    part._delay = noted  # type: ignore[method-assign]
     await part.start()
     try:
-        await asyncio.sleep(0.1)  # the loop is asleep now, with no timer and a 30 s poll
+        await eventually(lambda: delays)
+        assert delays == [30]  # asleep now, with no timer and a 30 s poll
         await open_one(live)
-        for _ in range(100):
-            if await count(live, EventType.SLA_BREACHED):
-                break
-            await asyncio.sleep(0.05)
+        # Well inside the 30 s poll: only the commit's wake-up and the armed timer explain the breach.
+        await eventually(lambda: count(live, EventType.SLA_BREACHED), timeout=10)
         assert await count(live, EventType.SLA_BREACHED) == 1
         assert await count(live, EventType.SLA_AT_RISK) == 1
     finally:

@@ -1,4 +1,5 @@
-"""The projection's own records: which forum post shows which ticket, which messages were sent."""
+"""The Discord projection's records: which forum post shows which ticket, which messages were sent,
+and the few facts about tickets, messages and staff the projector asks for by id."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from sqlalchemy import select
 
 from core.desk import Desk
 from core.discord_models import DiscordPost, DiscordTicketPost
-from core.models import Ticket
+from core.models import Message, Staff, Ticket
 
 
 async def post_for_ticket(desk: Desk, ticket_id: int) -> DiscordTicketPost | None:
@@ -71,3 +72,19 @@ async def forget_post(desk: Desk, ticket_id: int) -> None:
         post = await session.get(DiscordTicketPost, ticket_id)
         if post is not None:
             await session.delete(post)
+
+
+async def ticket_number(desk: Desk, ticket_id: int) -> int | None:
+    async with desk.db.read() as session:
+        return await session.scalar(select(Ticket.number).where(Ticket.id == ticket_id))
+
+
+async def ticket_of_message(desk: Desk, message_id: int) -> int | None:
+    """The id of the ticket a message is on now (merges move messages); None when it is gone."""
+    async with desk.db.read() as session:
+        return await session.scalar(select(Message.ticket_id).where(Message.id == message_id))
+
+
+async def staff_name(desk: Desk, staff_id: int) -> str | None:
+    async with desk.db.read() as session:
+        return await session.scalar(select(Staff.display_name).where(Staff.id == staff_id))

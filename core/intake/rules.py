@@ -1,4 +1,10 @@
-"""The inbound rules chain: small named rules, checked in one readable order, first verdict wins."""
+"""The inbound rules chain: small named rules, and one table (CHAIN) that says, top to bottom,
+what happens when each one hits (Mailman's chains/builtin.py is the model).
+
+A rule only recognises something and says why (`check` returns the reason, or None). What follows
+from it is the table's business: MACHINE marks the mail and the chain goes on (a blocked or
+flooding sender is held even when their mail looks automatic); BOUNCE and HOLD end it.
+"""
 
 from __future__ import annotations
 
@@ -8,18 +14,17 @@ from dataclasses import dataclass
 from datetime import datetime
 from email.utils import getaddresses
 from enum import StrEnum
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 from sqlalchemy import bindparam, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.desk import Desk
+from core.intake.mail import ParsedMail
+from core.intake.settings import IntakeSettings
 from core.models import Contact, Ticket
 from core.services import find_contact
-from mail_gateway.inbound_context import InboundContext
-
-if TYPE_CHECKING:
-    from mail_gateway.parsing import ParsedMail
+from core.uow import UnitOfWork
 
 
 class Action(StrEnum):
@@ -38,8 +43,8 @@ class Verdict:
 @dataclass(frozen=True)
 class RuleContext:
     desk: Desk
-    session: AsyncSession  # one read session for the whole chain (each session costs a round trip)
-    settings: InboundContext
+    uow: UnitOfWork  # the batch's: the contacts it looks up are remembered there for the services
+    settings: IntakeSettings
     sender: str | None  # lowercased From address (envelope sender when there is no From)
     envelope_from: str | None
     raw_size: int
@@ -49,7 +54,8 @@ class RuleContext:
 class Rule(Protocol):
     name: str
 
-    async def check(self, mail: ParsedMail, ctx: RuleContext) -> Verdict | None: ...
+    async def check(self, mail: ParsedMail, ctx: RuleContext) -> str | None:
+        """Why the rule hits this mail, or None."""
 
 
 def _header(mail: ParsedMail, name: str) -> list[str]:
@@ -64,25 +70,21 @@ def _keyword(value: str) -> str:
     return _COMMENT.sub(" ", value).split(";")[0].strip().lower()
 
 
-def _machine(rule: str, reason: str) -> Verdict:
-    return Verdict(Action.MACHINE, rule, reason)
-
-
 class OwnLoop:
     name = "own-loop"
 
-    async def check(self, mail: ParsedMail, ctx: RuleContext) -> Verdict | None:
+    async def check(self, mail: ParsedMail, ctx: RuleContext) -> str | None:
         # Bare or with a display name: "support@x", "<support@x>", "Support <support@x>".
         ours = [email for _, email in getaddresses(_header(mail, "x-loop")) if ctx.settings.is_support_address(email)]
-        return _machine(self.name, f"X-Loop names our own address ({ours[0]})") if ours else None
+        return f"X-Loop names our own address ({ours[0]})" if ours else None
 
 
 class DeliveryReport:
     name = "bounce"
 
-    async def check(self, mail: ParsedMail, ctx: RuleContext) -> Verdict | None:
+    async def check(self, mail: ParsedMail, ctx: RuleContext) -> str | None:
         if mail.is_delivery_report:
-            return Verdict(Action.BOUNCE, self.name, "delivery status notification")
+            return "delivery status notification"
         return None
 
 
@@ -93,29 +95,29 @@ class OtherReport:
 
     name = "report"
 
-    async def check(self, mail: ParsedMail, ctx: RuleContext) -> Verdict | None:
+    async def check(self, mail: ParsedMail, ctx: RuleContext) -> str | None:
         if mail.report_type is not None and not mail.is_delivery_report:
-            return _machine(self.name, f"multipart/report; report-type={mail.report_type[:40]}")
+            return f"multipart/report; report-type={mail.report_type[:40]}"
         return None
 
 
 class AutoSubmitted:
     name = "auto-submitted"
 
-    async def check(self, mail: ParsedMail, ctx: RuleContext) -> Verdict | None:
+    async def check(self, mail: ParsedMail, ctx: RuleContext) -> str | None:
         for value in _header(mail, "auto-submitted"):
             if _keyword(value) != "no":
-                return _machine(self.name, f"Auto-Submitted: {value[:60]}")
+                return f"Auto-Submitted: {value[:60]}"
         return None
 
 
 class BulkPrecedence:
     name = "precedence"
 
-    async def check(self, mail: ParsedMail, ctx: RuleContext) -> Verdict | None:
+    async def check(self, mail: ParsedMail, ctx: RuleContext) -> str | None:
         for value in _header(mail, "precedence"):
             if _keyword(value) in ("bulk", "junk", "list"):
-                return _machine(self.name, f"Precedence: {value[:20]}")
+                return f"Precedence: {value[:20]}"
         return None
 
 
@@ -123,30 +125,30 @@ class AutoReplyHeaders:
     name = "auto-reply-headers"
     HEADERS = ("x-autoreply", "x-autorespond", "x-auto-response-suppress")
 
-    async def check(self, mail: ParsedMail, ctx: RuleContext) -> Verdict | None:
+    async def check(self, mail: ParsedMail, ctx: RuleContext) -> str | None:
         for header in self.HEADERS:
             if header in mail.headers:
-                return _machine(self.name, f"{header} present")
+                return f"{header} present"
         return None
 
 
 class MailingList:
     name = "mailing-list"
 
-    async def check(self, mail: ParsedMail, ctx: RuleContext) -> Verdict | None:
+    async def check(self, mail: ParsedMail, ctx: RuleContext) -> str | None:
         ids = _header(mail, "list-id")
-        return _machine(self.name, f"List-Id: {ids[0][:80]}") if ids else None
+        return f"List-Id: {ids[0][:80]}" if ids else None
 
 
 class NullReturnPath:
     name = "null-return-path"
 
-    async def check(self, mail: ParsedMail, ctx: RuleContext) -> Verdict | None:
+    async def check(self, mail: ParsedMail, ctx: RuleContext) -> str | None:
         paths = _header(mail, "return-path")
         null = any(p.replace(" ", "") == "<>" for p in paths)
         # An SMTP envelope of MAIL FROM:<> is the same signal, before any MTA wrote Return-Path.
         if null or (ctx.envelope_from is not None and ctx.envelope_from.strip("<> ") == ""):
-            return _machine(self.name, "empty Return-Path (<>)")
+            return "empty Return-Path (<>)"
         return None
 
 
@@ -154,20 +156,20 @@ class DaemonSender:
     name = "mailer-daemon"
     LOCAL_PARTS = ("mailer-daemon", "postmaster")
 
-    async def check(self, mail: ParsedMail, ctx: RuleContext) -> Verdict | None:
+    async def check(self, mail: ParsedMail, ctx: RuleContext) -> str | None:
         local = (ctx.sender or "").partition("@")[0]
-        return _machine(self.name, f"sent by {local}") if local in self.LOCAL_PARTS else None
+        return f"sent by {local}" if local in self.LOCAL_PARTS else None
 
 
 class BlockedSender:
     name = "blocked-sender"
 
-    async def check(self, mail: ParsedMail, ctx: RuleContext) -> Verdict | None:
-        # What core.services.is_blocked asks, in the chain's session; the contact is remembered there
-        # for the ticket service, which needs it next.
-        contact = await find_contact(ctx.session, ctx.sender) if ctx.sender else None
+    async def check(self, mail: ParsedMail, ctx: RuleContext) -> str | None:
+        # What core.services.is_blocked asks, in the batch's unit of work, where the contact is
+        # remembered for the ticket service, which needs it next.
+        contact = await find_contact(ctx.uow, ctx.sender) if ctx.sender else None
         if contact is not None and contact.blocked:
-            return Verdict(Action.HOLD, self.name, "the sender is blocked")
+            return "the sender is blocked"
         return None
 
 
@@ -176,27 +178,26 @@ class NewTicketRateLimit:
 
     name = "rate-limit"
 
-    async def check(self, mail: ParsedMail, ctx: RuleContext) -> Verdict | None:
+    async def check(self, mail: ParsedMail, ctx: RuleContext) -> str | None:
         if not ctx.new_ticket or not ctx.sender:
             return None
         limit, window = ctx.settings.new_tickets_per_sender, ctx.settings.new_tickets_window
-        if await find_contact(ctx.session, ctx.sender) is None:
+        if await find_contact(ctx.uow, ctx.sender) is None:
             return None  # a first-time sender has opened nothing yet (tickets have a requester contact)
-        opened = await _tickets_opened_since(ctx.session, ctx.sender, ctx.desk.clock() - window)
+        opened = await _tickets_opened_since(ctx.uow.session, ctx.sender, ctx.desk.clock() - window)
         if opened >= limit:
             minutes = f"{window.total_seconds() / 60:g}"
-            return Verdict(Action.HOLD, self.name,
-                           f"sender opened {opened} tickets in the last {minutes} minutes (limit {limit})")
+            return f"sender opened {opened} tickets in the last {minutes} minutes (limit {limit})"
         return None
 
 
 class Oversize:
     name = "oversize"
 
-    async def check(self, mail: ParsedMail, ctx: RuleContext) -> Verdict | None:
+    async def check(self, mail: ParsedMail, ctx: RuleContext) -> str | None:
         limit = ctx.settings.max_message_bytes
         if ctx.raw_size > limit:
-            return Verdict(Action.HOLD, self.name, f"mail is {ctx.raw_size} bytes, over the {limit} byte limit")
+            return f"mail is {ctx.raw_size} bytes, over the {limit} byte limit"
         return None
 
 
@@ -210,30 +211,34 @@ _OPENED_SINCE = (select(func.count(Ticket.id)).join(Contact, Contact.id == Ticke
                  .where(Contact.email == bindparam("email"), Ticket.created_at >= bindparam("since")))
 
 
-# One pass in this order. A BOUNCE or HOLD verdict ends it; a MACHINE verdict only marks the mail
-# and the pass goes on, so a blocked or flooding sender is held even when their mail looks
-# automatic. The delivery report comes first: a bounce is also mail from MAILER-DAEMON with an
-# empty Return-Path, and it must not be stored as a mere machine message.
-CHAIN: tuple[Rule, ...] = (
-    DeliveryReport(),
-    OtherReport(),
-    OwnLoop(),
-    AutoSubmitted(),
-    BulkPrecedence(),
-    AutoReplyHeaders(),
-    MailingList(),
-    NullReturnPath(),
-    DaemonSender(),
-    BlockedSender(),
-    NewTicketRateLimit(),
-    Oversize(),
-)
+@dataclass(frozen=True)
+class Link:
+    """One line of the chain: a rule, and what happens when it hits."""
 
+    rule: Rule
+    action: Action
+
+
+# Read top to bottom. The delivery report comes first: a bounce is also mail from MAILER-DAEMON
+# with an empty Return-Path, and it must not be stored as a mere machine message.
+CHAIN: tuple[Link, ...] = (
+    Link(DeliveryReport(), Action.BOUNCE),
+    Link(OtherReport(), Action.MACHINE),
+    Link(OwnLoop(), Action.MACHINE),
+    Link(AutoSubmitted(), Action.MACHINE),
+    Link(BulkPrecedence(), Action.MACHINE),
+    Link(AutoReplyHeaders(), Action.MACHINE),
+    Link(MailingList(), Action.MACHINE),
+    Link(NullReturnPath(), Action.MACHINE),
+    Link(DaemonSender(), Action.MACHINE),
+    Link(BlockedSender(), Action.HOLD),
+    Link(NewTicketRateLimit(), Action.HOLD),
+    Link(Oversize(), Action.HOLD),
+)
 
 # What a mail an operator released (`supportbot mail quarantine retry ID --release`, see
 # core.inbound.RELEASED) is asked: everything but the rules that hold mail.
-WITHOUT_HOLDS: tuple[Rule, ...] = tuple(
-    rule for rule in CHAIN if not isinstance(rule, (BlockedSender, NewTicketRateLimit, Oversize)))
+WITHOUT_HOLDS: tuple[Link, ...] = tuple(link for link in CHAIN if link.action != Action.HOLD)
 
 
 @dataclass(frozen=True)
@@ -246,20 +251,16 @@ class Decision:
         return self.machine is not None
 
 
-async def evaluate(mail: ParsedMail, ctx: RuleContext, chain: Sequence[Rule] = CHAIN) -> Decision:
+async def evaluate(mail: ParsedMail, ctx: RuleContext, chain: Sequence[Link] = CHAIN) -> Decision:
     machine: Verdict | None = None
-    for rule in chain:
-        if machine is not None and isinstance(rule, _MACHINE_RULES):
-            continue  # already known to be machine mail; skip the other header checks
-        verdict = await rule.check(mail, ctx)
-        if verdict is None:
+    for link in chain:
+        if machine is not None and link.action == Action.MACHINE:
+            continue  # already known to be machine mail; the other header checks add nothing
+        reason = await link.rule.check(mail, ctx)
+        if reason is None:
             continue
-        if verdict.action == Action.MACHINE:
-            machine = verdict
-        else:
+        verdict = Verdict(link.action, link.rule.name, reason)
+        if link.action != Action.MACHINE:
             return Decision(verdict, machine)
+        machine = verdict
     return Decision(None, machine)
-
-
-_MACHINE_RULES = (OtherReport, OwnLoop, AutoSubmitted, BulkPrecedence, AutoReplyHeaders, MailingList, NullReturnPath,
-                  DaemonSender)

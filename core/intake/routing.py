@@ -7,7 +7,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from core.enums import Priority
-from mail_gateway.inbound_context import InboundContext
+from core.addresses import without_tag
+from core.intake.settings import IntakeSettings
 
 MAX_TEXT_SCANNED = 20_000  # keywords that matter sit near the top; keeps huge mails cheap
 
@@ -19,7 +20,7 @@ class Route:
     why: str = ""
 
 
-def route(settings: InboundContext, recipients: Iterable[str], subject: str, text: str) -> Route:
+def route(settings: IntakeSettings, recipients: Iterable[str], subject: str, text: str) -> Route:
     """The first matching address sets the category; the first matching keyword rule fills in the rest."""
     category: str | None = None
     reasons: list[str] = []
@@ -46,10 +47,9 @@ def route(settings: InboundContext, recipients: Iterable[str], subject: str, tex
     return Route(category, priority, "; ".join(reasons))
 
 
-def _category_for_address(settings: InboundContext, address: str) -> str | None:
-    local, _, domain = address.strip().lower().partition("@")
-    plain = f"{local.partition('+')[0]}@{domain}"  # billing+token@ routes like billing@
-    return settings.category_by_address.get(address.strip().lower()) or settings.category_by_address.get(plain)
+def _category_for_address(settings: IntakeSettings, address: str) -> str | None:
+    exact = address.strip().lower()  # billing+token@ routes like billing@, unless named itself
+    return settings.category_by_address.get(exact) or settings.category_by_address.get(without_tag(exact))
 
 
 def _normal(word: str) -> str:

@@ -1,13 +1,15 @@
-"""Settings the inbound mail pipeline acts on, built once from the config by the composition root."""
+"""What intake acts on, built once from the config by the composition root."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from datetime import timedelta
 
+from core.addresses import OwnAddresses
 from core.enums import Priority
-from mail_gateway.tokens import Signer
+from core.tokens import Signer
 
 
 @dataclass(frozen=True)
@@ -20,7 +22,7 @@ class KeywordRule:
 
 
 @dataclass(frozen=True)
-class InboundContext:
+class IntakeSettings:
     signer: Signer
     support_addresses: tuple[str, ...] = ("support@localhost",)
     max_message_bytes: int = 35 * 1024 * 1024
@@ -29,13 +31,13 @@ class InboundContext:
     new_tickets_window: timedelta = timedelta(minutes=10)
     category_by_address: Mapping[str, str] = field(default_factory=dict)
     keyword_rules: tuple[KeywordRule, ...] = ()
-    # Parsing runs in a thread; a mail that takes longer is quarantined (the thread runs out alone).
+    # The edge's parse budget: a mail that takes longer is quarantined with this as the reason.
     parse_timeout_seconds: float = 30.0
+
+    @cached_property
+    def own(self) -> OwnAddresses:
+        return OwnAddresses.of(self.support_addresses)
 
     def is_support_address(self, address: str) -> bool:
         """One of ours, or a plus-addressed form of one (support+anything@domain), any case."""
-        local, at, domain = address.strip().lower().partition("@")
-        if not at:
-            return False
-        base = f"{local.partition('+')[0]}@{domain}"
-        return base in self.support_addresses
+        return address in self.own

@@ -7,21 +7,19 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import TYPE_CHECKING
 
 from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.desk import Desk
 from core.enums import Direction
-from core.inbound import EarlierCopy, find_earlier_copy
-from core.models import Contact, InboundMail, Message, OutboxMail, Ticket
-from core.services._common import MAX_MERGE_HOPS, is_participant
-from mail_gateway.inbound_context import InboundContext
-from mail_gateway.tokens import FOOTER_TOKEN
-
-if TYPE_CHECKING:
-    from mail_gateway.parsing import ParsedMail
+from core.intake.ledger import EarlierCopy, StoredMail, find_earlier_copy
+from core.models import Contact, Message, OutboxMail, Ticket
+from core.intake.mail import ParsedMail
+from core.intake.settings import IntakeSettings
+from core.services._common import follow_merges, is_participant
+from core.tokens import FOOTER_TOKEN
+from core.uow import UnitOfWork
 
 MAX_IDS_LOOKED_UP = 50  # of a long References chain, the newest ones matter
 MAX_PARENTS = 5  # In-Reply-To names one mail; a few more are tolerated
@@ -60,10 +58,10 @@ def _id_forms(ids: Iterable[str]) -> list[str]:
     return forms
 
 
-async def match_thread(session: AsyncSession, desk: Desk, stored: InboundMail, mail: ParsedMail,
-                       settings: InboundContext, *, sender: str | None, alone: bool = False) -> ThreadMatch:
-    """`alone`: the caller knows this mail has no earlier copy (see core.inbound.claim_many)."""
-    earlier = None if alone else await find_earlier_copy(session, stored)
+async def match_thread(uow: UnitOfWork, desk: Desk, stored: StoredMail, mail: ParsedMail,
+                       settings: IntakeSettings, *, sender: str | None) -> ThreadMatch:
+    session = uow.session
+    earlier = None if stored.alone else await find_earlier_copy(uow, stored)
     if earlier is not None:
         return ThreadMatch(Via.DUPLICATE, earlier.ticket_number, earlier=earlier)
     # Newest last: of a long References chain the end, then In-Reply-To (the mail answered).
@@ -84,7 +82,7 @@ async def match_thread(session: AsyncSession, desk: Desk, stored: InboundMail, m
     return ThreadMatch(Via.NEW)
 
 
-async def _by_token(session: AsyncSession, mail: ParsedMail, settings: InboundContext,
+async def _by_token(session: AsyncSession, mail: ParsedMail, settings: IntakeSettings,
                     referenced: Sequence[str], envelope_to: Sequence[str]) -> tuple[int | None, str]:
     signer = settings.signer
     candidates: list[tuple[int | None, str]] = [
@@ -119,12 +117,9 @@ async def _by_subject_tag(session: AsyncSession, desk: Desk, subject: str, sende
         return None
     tag = re.compile(r"\[" + re.escape(desk.settings.ticket_prefix) + r"\s*(\d{1,12})\]")
     for found in tag.finditer(subject[:998]):
-        number = await _live_number(session, int(found.group(1)))
-        if number is None:
-            continue
-        ticket = await session.scalar(select(Ticket).where(Ticket.number == number))
+        ticket = await follow_merges(session, int(found.group(1)))
         if ticket is not None and await is_participant(session, ticket, sender):
-            return number
+            return ticket.number
     return None
 
 
@@ -137,11 +132,10 @@ async def _by_reply_read_first(session: AsyncSession, mail: ParsedMail, sender: 
     if not forms or not sender:
         return None
     parties = {a.email.lower() for a in [*mail.to, *mail.cc] if a.email} | {sender}
-    for number, merged_into, author in (await session.execute(_ANSWERED_BY, {"forms": forms})).all():
+    for number, _merged, author in (await session.execute(_ANSWERED_BY, {"forms": forms})).all():
         if (author or "").lower() not in parties:
             continue
-        live = number if merged_into is None else await _live_number(session, number)
-        ticket = await session.scalar(select(Ticket).where(Ticket.number == live)) if live is not None else None
+        ticket = await follow_merges(session, number)
         if ticket is not None and await is_participant(session, ticket, sender):
             return ticket.number
     return None
@@ -149,17 +143,8 @@ async def _by_reply_read_first(session: AsyncSession, mail: ParsedMail, sender: 
 
 async def _live_number(session: AsyncSession, number: int) -> int | None:
     """The ticket number mail should go to, following merges; None if there is no such ticket."""
-    for _ in range(MAX_MERGE_HOPS):
-        row = (await session.execute(_MERGED_INTO, {"number": number})).first()
-        if row is None:
-            return None
-        if row[0] is None:
-            return number
-        target = await session.scalar(_NUMBER_OF, {"ticket_id": row[0]})
-        if target is None:
-            return None
-        number = target
-    return None
+    ticket = await follow_merges(session, number)
+    return ticket.number if ticket is not None else None
 
 
 # Built once: building a statement costs more than running it, and these run for most inbound mail.
@@ -175,5 +160,3 @@ _ANSWERED_BY = (select(Ticket.number, Ticket.merged_into_id, Contact.email)
                 .where(Message.parent_message_id.in_(bindparam("forms", expanding=True)),
                        Message.direction == Direction.INBOUND)
                 .order_by(Message.id).limit(MAX_TICKETS_ANSWERING))
-_NUMBER_OF = select(Ticket.number).where(Ticket.id == bindparam("ticket_id"))
-_MERGED_INTO = select(Ticket.merged_into_id).where(Ticket.number == bindparam("number"))

@@ -1,0 +1,45 @@
+"""Email addresses as the desk compares them: one normal form, and plus-addressing read in one place."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+MAX_ADDRESS = 320  # RFC 3696: 64 for the local part, 255 for the domain
+
+
+def normalize(address: str | None) -> str | None:
+    """The address lowercased and without angle brackets, or None when it is not one plain address."""
+    email = (address or "").strip().strip("<>").strip().lower()
+    if email.count("@") != 1 or len(email) > MAX_ADDRESS or any(c in email for c in " \t\r\n<>"):
+        return None
+    local, _, domain = email.partition("@")
+    return email if local and domain else None
+
+
+def without_tag(address: str) -> str:
+    """`support+anything@x` -> `support@x` (plus-addressing); the address itself when it has no tag."""
+    local, at, domain = address.strip().lower().partition("@")
+    return f"{local.partition('+')[0]}{at}{domain}"
+
+
+def tag_of(address: str) -> str:
+    """What follows the `+` in the local part ("" when none)."""
+    return address.strip().lower().partition("@")[0].partition("+")[2]
+
+
+@dataclass(frozen=True)
+class OwnAddresses:
+    """The desk's own addresses: mail to any of them, or to a plus-variant, is mail to the desk."""
+
+    addresses: frozenset[str]
+
+    @classmethod
+    def of(cls, addresses: Iterable[str]) -> OwnAddresses:
+        return cls(frozenset(a.strip().lower() for a in addresses))
+
+    def __contains__(self, address: object) -> bool:
+        if not isinstance(address, str) or "@" not in address:
+            return False
+        email = address.strip().lower()
+        return email in self.addresses or without_tag(email) in self.addresses

@@ -1,0 +1,32 @@
+"""Who a mail is from, and who else becomes a participant of its ticket."""
+
+from __future__ import annotations
+
+from core import addresses
+from core.intake.mail import ParsedMail
+from core.intake.settings import IntakeSettings
+from core.services import ContactRef
+
+MAX_CC = 20  # participants added from one mail's To/Cc; more is a mailing, not a conversation
+
+
+def sender_of(mail: ParsedMail, envelope_from: str | None) -> str | None:
+    """The From address, else the envelope sender; None when neither is one plain address."""
+    for candidate in (mail.from_.email if mail.from_ else None, envelope_from):
+        address = addresses.normalize(candidate)
+        if address is not None:
+            return address
+    return None
+
+
+def other_recipients(mail: ParsedMail, settings: IntakeSettings, sender: str) -> list[ContactRef]:
+    """Everyone else the customer wrote to, except our own addresses, at most MAX_CC of them."""
+    seen = {sender}
+    refs: list[ContactRef] = []
+    for address in [*mail.to, *mail.cc]:
+        email = addresses.normalize(address.email)
+        if email is None or email in seen or email in settings.own:
+            continue
+        seen.add(email)
+        refs.append(ContactRef(email, address.name or ""))
+    return refs[:MAX_CC]
