@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import logging
 import os
@@ -50,14 +51,16 @@ def build_parser() -> argparse.ArgumentParser:
     init.add_argument("path", nargs="?", default="supportbot.toml", help="where to write it (default: %(default)s)")
     init.add_argument("--force", action="store_true", help="overwrite an existing file")
 
-    commands.add_parser("migrate", help="create or upgrade the database schema")
+    handled_by(commands.add_parser("migrate", help="create or upgrade the database schema"), "commands:migrate")
 
     run = commands.add_parser("run", help="run the desk: mail in and out, the Discord bot, health and metrics")
     run.add_argument("--no-migrate", action="store_true", help="do not upgrade the schema at start")
+    handled_by(run, "commands:run")
 
-    commands.add_parser("check", help="check the config, the database and that every template renders")
+    check = commands.add_parser("check", help="check the config, the database and that every template renders")
+    handled_by(check, "commands:check")
 
-    tickets = commands.add_parser("tickets", help="list, show and search tickets")
+    tickets = handled_by(commands.add_parser("tickets", help="list, show and search tickets"), "commands:tickets")
     tcmd = tickets.add_subparsers(dest="tickets_command", metavar="ACTION", required=True)
     listing = tcmd.add_parser("list", help="tickets, most recently updated first")
     _add_filters(listing)
@@ -92,9 +95,11 @@ def _add_mail_commands(commands: Any) -> None:
     ingest.add_argument("--envelope-from", metavar="ADDRESS", help="the SMTP envelope sender, if known")
     ingest.add_argument("--envelope-to", metavar="ADDRESS", action="append",
                         help="an SMTP envelope recipient, if known (repeatable)")
+    handled_by(ingest, "mail_commands:ingest")
     mail = commands.add_parser("mail", help="mail: the inbound quarantine and the outbox")
     mcmd = mail.add_subparsers(dest="mail_command", metavar="ACTION", required=True)
     quarantine = mcmd.add_parser("quarantine", help="mail that could not be processed: list, show, retry")
+    handled_by(quarantine, "mail_commands:quarantine")
     qcmd = quarantine.add_subparsers(dest="quarantine_command", metavar="ACTION", required=True)
     qlist = qcmd.add_parser("list", help="quarantined mail (or held mail), newest first, with the reason")
     qlist.add_argument("--limit", type=int, default=100)
@@ -180,26 +185,20 @@ def _main(argv: Sequence[str] | None) -> int:
     return _guard(lambda: runloop.run(dispatch(args, config)))
 
 
+Handler = Callable[[argparse.Namespace, Config], Awaitable[int]]
+
+
+def handled_by(parser: argparse.ArgumentParser, handler: str) -> argparse.ArgumentParser:
+    """The one way a command names what runs it: "module:function" under supportbot, imported only
+    when that command runs (so `--help` stays quick)."""
+    parser.set_defaults(handler=handler)
+    return parser
+
+
 async def dispatch(args: argparse.Namespace, config: Config) -> int:
-    from supportbot import commands, mail_commands
-
-    handlers: dict[str, Callable[[argparse.Namespace, Config], Awaitable[int]]] = {
-        "migrate": commands.migrate,
-        "run": commands.run,
-        "check": commands.check,
-        "tickets": commands.tickets,
-        "ingest": mail_commands.ingest,
-        "mail": mail_commands.quarantine,
-    }
-    if args.command == "report":
-        from supportbot.report_commands import report
-
-        return await report(args, config)
-    if args.command == "mail" and args.mail_command == "outbox":
-        from supportbot.outbox_commands import outbox
-
-        return await outbox(args, config)
-    return await handlers[args.command](args, config)
+    module, _, name = args.handler.partition(":")
+    handler: Handler = getattr(importlib.import_module(f"supportbot.{module}"), name)
+    return await handler(args, config)
 
 
 def _guard(action: Callable[[], Any]) -> int:

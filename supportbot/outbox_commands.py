@@ -14,6 +14,7 @@ from supportbot.config import Config
 def add_outbox_commands(mail_actions: Any) -> None:
     """Adds `outbox` under the `mail` command group."""
     outbox = mail_actions.add_parser("outbox", help="outgoing mail: list it, send a failed one again")
+    outbox.set_defaults(handler="outbox_commands:outbox")
     ocmd = outbox.add_subparsers(dest="outbox_command", metavar="ACTION", required=True)
     listing = ocmd.add_parser("list", help="outgoing mail, newest first, with status and last error")
     listing.add_argument("--status", choices=[s.value for s in OutboxStatus], help="only this status")

@@ -15,6 +15,7 @@ from supportbot.report_view import CHART_CID
 def add_report_commands(commands: Any) -> None:
     """Adds the `report` subcommand to the CLI's subparsers."""
     report = commands.add_parser("report", help="the daily summary for managers: print it or mail it")
+    report.set_defaults(handler="report_commands:report")
     rcmd = report.add_subparsers(dest="report_command", metavar="ACTION", required=True)
     daily = rcmd.add_parser(
         "daily", help="the report about one local day (default: yesterday in [reports] timezone)",
