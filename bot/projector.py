@@ -21,11 +21,11 @@ import discord
 
 from bot.activity import ALERT_EVENTS, SLA_EVENTS, activity_line, alert_text, sla_warning
 from bot.format import (
-    summary_embed,
     format_size,
     message_embeds,
     needs_full_text,
     starter_embed,
+    summary_embed,
     tag_names,
     thread_name,
     truncate,
@@ -336,7 +336,7 @@ class Projector:
             # Someone deleted the post: forget it, and the next attempt makes a new one.
             self._posts.pop(post.ticket_id, None)
             await projection.forget_post(self.desk, post.ticket_id)
-            raise ProjectionBlocked(f"the forum post {post.thread_id} was deleted; a new one will be made")
+            raise ProjectionBlocked(f"the forum post {post.thread_id} was deleted; a new one will be made") from None
         assert isinstance(fetched, discord.Thread)
         return fetched
 

@@ -19,8 +19,8 @@ from sqlalchemy import (
     Text,
 )
 from sqlalchemy import Enum as SqlEnum
-from sqlalchemy.types import TypeEngine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.types import TypeEngine
 
 from core.enums import (
     Direction,
@@ -135,7 +135,8 @@ class InboundMail(Base):
     sha256: Mapped[str] = mapped_column(String(64))
     # Message-ID, or sha256 of the raw bytes when there is none: the duplicate key.
     dedupe_key: Mapped[str] = mapped_column(String(998))  # indexed with status: core/inbound_models.py
-    status: Mapped[InboundStatus] = mapped_column(enum_column(InboundStatus), default=InboundStatus.RECEIVED, index=True)
+    status: Mapped[InboundStatus] = mapped_column(enum_column(InboundStatus), default=InboundStatus.RECEIVED,
+                                                  index=True)
     reason: Mapped[str | None] = mapped_column(Text)
     ticket_id: Mapped[int | None] = mapped_column(ForeignKey("tickets.id"))
     received_at: Mapped[datetime]
@@ -269,9 +270,9 @@ __all__ = [
     "Ticket",
     "TicketTag",
 ]
-from core.outbox_models import OutboxRecipient  # noqa: E402,F401  (registers the table)
+import core.discord_models  # noqa: E402,F401  (registers the Discord projection tables)
 import core.imap_models  # noqa: E402,F401  (registers the table; plain import survives either import order)
 import core.inbound_models  # noqa: E402,F401  (registers an index; plain import survives either import order)
-import core.discord_models  # noqa: E402,F401  (registers the Discord projection tables)
 import core.report_models  # noqa: E402,F401  (registers the report_runs table)
 import core.sla_models  # noqa: E402,F401  (registers the SLA clock and timer tables)
+from core.outbox_models import OutboxRecipient  # noqa: E402,F401  (registers the table)

@@ -16,9 +16,9 @@ from core.desk import Desk
 from core.enums import OutboxStatus
 from core.errors import Conflict, NotFound
 from core.event_types import OutboundFailed
-from core.uow import UnitOfWork
 from core.models import OutboxMail
 from core.outbox_models import OutboxRecipient
+from core.uow import UnitOfWork
 
 CAP_WINDOW = timedelta(hours=1)
 

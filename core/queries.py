@@ -8,8 +8,8 @@ from typing import Any
 
 from sqlalchemy import Select, func, literal_column, or_, select, text, union
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.orm import aliased
+from sqlalchemy.sql.elements import ColumnElement
 
 from core.desk import Desk
 from core.enums import Priority, Status

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import replace, asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -14,11 +14,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from core.desk import Desk
 from core.enums import ACTIVE_STATUSES, InboundStatus, Status
 from core.events import EventType
-from core.sla.queries import sla_compliance
 from core.models import Event, InboundMail, Staff, Ticket
 from core.report_models import ReportDay
 from core.report_sql import DurationStats, bucket, duration_stats, seconds_between
 from core.services._common import insert_ignore
+from core.sla.queries import sla_compliance
 
 ACTIVE = [s.value for s in ACTIVE_STATUSES]
 DONE = [Status.RESOLVED.value, Status.CLOSED.value]

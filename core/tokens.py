@@ -10,8 +10,8 @@ import secrets
 from dataclasses import dataclass
 
 SIGNATURE_CHARS = 16  # base32 characters: 80 bits, plenty against guessing
-_TOKEN = re.compile(r"^(\d{1,12})-([a-z2-7]{%d})$" % SIGNATURE_CHARS)
-_MESSAGE_ID = re.compile(r"^t(\d{1,12})\.([a-z0-9]{1,40})\.([a-z2-7]{%d})@" % SIGNATURE_CHARS)
+_TOKEN = re.compile(rf"^(\d{{1,12}})-([a-z2-7]{{{SIGNATURE_CHARS}}})$")
+_MESSAGE_ID = re.compile(rf"^t(\d{{1,12}})\.([a-z0-9]{{1,40}})\.([a-z2-7]{{{SIGNATURE_CHARS}}})@")
 
 
 @dataclass(frozen=True)
@@ -62,4 +62,4 @@ class Signer:
 
 
 # The token as it appears in a mail body footer: "ref:1042-abcdefghijklmnop".
-FOOTER_TOKEN = re.compile(r"\bref:(\d{1,12}-[a-z2-7]{%d})\b" % SIGNATURE_CHARS, re.IGNORECASE)
+FOOTER_TOKEN = re.compile(rf"\bref:(\d{{1,12}}-[a-z2-7]{{{SIGNATURE_CHARS}}})\b", re.IGNORECASE)

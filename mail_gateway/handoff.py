@@ -10,8 +10,8 @@ from typing import TypeVar
 from core.errors import UserError, describe_error
 from core.inbound import waiting_mails
 from core.intake import Intake, Kind, Outcome, Parsed, ParsedMail
-from mail_gateway.parse_process import ParseProcess
 from mail_gateway import parsing
+from mail_gateway.parse_process import ParseProcess
 
 T = TypeVar("T")
 

@@ -14,7 +14,6 @@ from datetime import UTC, datetime
 from email.message import Message
 from email.utils import parsedate_to_datetime
 
-
 # --- limits that are not worth a parameter -------------------------------------------------------
 
 _MAX_HEADERS = 1000  # per part; real mails carry fewer than 100

@@ -18,7 +18,6 @@ from mail_gateway import mime
 from mail_gateway.html import html_to_text, sanitize_html, text_without_parsing, too_deeply_nested
 from mail_gateway.quotes import strip_reply
 
-
 # --- limits of the walk --------------------------------------------------------------------
 
 _MAX_DSN_BLOCKS = 200

@@ -16,8 +16,8 @@ from typing import Any
 from aiosmtpd.lmtp import LMTP
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-from core.desk import Desk
 from core.addresses import OwnAddresses
+from core.desk import Desk
 from core.errors import describe_error
 from mail_gateway.store import store_received
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import AsyncIterator, Iterable, Sequence
 import shutil
 import sys
+from collections.abc import AsyncIterator, Iterable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -15,7 +15,6 @@ from core.desk import Desk
 from core.enums import Priority, Status
 from core.errors import UserError
 from core.migrate import current_revision, head_revision, schema_differences, upgrade
-from core.sla.queries import ticket_sla
 from core.queries import (
     MAX_PAGE,
     TicketDetail,
@@ -26,10 +25,11 @@ from core.queries import (
     ticket_detail,
     to_json,
 )
+from core.sla.queries import ticket_sla
 from supportbot import app as runtime
 from supportbot.config import Config
-from supportbot.templating import builtin_template_names, template_environment
 from supportbot.report_view import sample_report_context
+from supportbot.templating import builtin_template_names, template_environment
 
 STARTER_CONFIG = Path(__file__).resolve().parent / "config.example.toml"
 
@@ -212,7 +212,7 @@ def _widths(lines: Sequence[tuple[str, ...]]) -> list[int]:
 
 def _write_rows(lines: Iterable[tuple[str, ...]], widths: list[int]) -> None:
     for line in lines:
-        print("  ".join(cell.ljust(w) for cell, w in zip(line, widths)) + "  " + line[-1])
+        print("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=False)) + "  " + line[-1])
 
 
 def _print_table(rows: list[TicketSummary]) -> None:

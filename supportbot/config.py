@@ -427,7 +427,7 @@ def load_config(path: Path | None, environ: dict[str, str] | None = None) -> Con
         try:
             data = tomllib.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
-            raise ConfigError(f"config file {path} does not exist (create one with 'supportbot init {path}')")
+            raise ConfigError(f"config file {path} does not exist (create one with 'supportbot init {path}')") from None
         except (OSError, UnicodeDecodeError) as e:
             raise ConfigError(f"config file {path} cannot be read: {e}") from None
         except tomllib.TOMLDecodeError as e:

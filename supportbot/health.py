@@ -43,8 +43,8 @@ class HealthServer:
         http = self.http
         site = web.TCPSite(self._runner, http.host, http.port)
         await site.start()
-        sockets = site._server.sockets if site._server else []  # type: ignore[union-attr]
-        self.port = sockets[0].getsockname()[1] if sockets else http.port
+        bound = self._runner.addresses  # (host, port, …) per socket: the real port when http.port is 0
+        self.port = int(bound[0][1]) if bound else http.port
         log.info("started %s on http://%s:%s (/healthz, /metrics)", self.name, http.host, self.port)
 
     async def stop(self) -> None:

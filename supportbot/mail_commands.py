@@ -12,10 +12,9 @@ from pathlib import Path
 from core import inbound
 from core.desk import Desk
 from core.enums import InboundStatus
-from core.errors import UserError
+from core.errors import UserError, describe_error
 from core.intake import Kind
 from core.models import InboundMail
-from core.errors import describe_error
 from mail_gateway.pipe import ingest as ingest_mails
 from supportbot.app import desk_secret
 from supportbot.config import Config

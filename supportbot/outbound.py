@@ -5,10 +5,11 @@ from __future__ import annotations
 import logging
 from datetime import timedelta
 
-from core.desk import Desk
 from core.background import Background
+from core.desk import Desk
 from core.events import run_consumer
 from core.outbox import RetryPolicy
+from core.tokens import Signer
 from mail_gateway.outbound.compose import Composer, DkimKey
 from mail_gateway.outbound.maildir import MaildirTransport
 from mail_gateway.outbound.notifier import (
@@ -20,10 +21,8 @@ from mail_gateway.outbound.notifier import (
 from mail_gateway.outbound.sender import OutboxSender
 from mail_gateway.outbound.smtp import RelaySettings, SmtpTransport
 from mail_gateway.outbound.transport import Transport
-from core.tokens import Signer
 from supportbot.config import Config
 from supportbot.templating import template_environment
-
 
 log = logging.getLogger(__name__)
 

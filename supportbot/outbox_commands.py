@@ -65,8 +65,8 @@ def _print_table(mails: list[OutboxMail]) -> None:
          _next_or_sent(m), ", ".join(m.recipients))
         for m in mails]
     widths = [max(len(r[i]) for r in rows) for i in range(len(header) - 1)]
-    for row, mail in zip(rows, [None, *mails]):
-        print("  ".join(c.ljust(w) for c, w in zip(row, widths)) + "  " + row[-1])
+    for row, mail in zip(rows, [None, *mails], strict=True):
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=False)) + "  " + row[-1])
         if mail is not None and mail.last_error and mail.status != OutboxStatus.SENT:
             print(f"    last error: {mail.last_error[:200]}")
 

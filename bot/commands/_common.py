@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING, Any
 import discord
 from discord import app_commands
 
-from core import projection
 from bot.permissions import is_staff
+from core import projection
 from core.errors import NotFound, UserError
 from core.queries import TicketSummary, list_tickets, search_tickets, ticket_detail
 

@@ -11,15 +11,15 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from core import projection
 from bot.commands.tickets import STATUS_CHOICES
 from bot.commands.triage import PRIORITY_CHOICES, category_autocomplete
 from bot.format import stats_embed, summary_embed, ticket_list_embed
 from bot.permissions import manager_only, staff_only
 from bot.views import Pager
+from core import projection
 from core.enums import ACTIVE_STATUSES, Priority, Status
-from core.queries import TicketFilters, TicketSummary, list_tickets, search_tickets
 from core.errors import UserError
+from core.queries import TicketFilters, TicketSummary, list_tickets, search_tickets
 from core.stats import desk_stats
 
 if TYPE_CHECKING:

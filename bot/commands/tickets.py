@@ -8,7 +8,6 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from core import projection
 from bot.commands._common import (
     TICKET_HELP,
     client,
@@ -20,7 +19,7 @@ from bot.format import detail_embed
 from bot.permissions import staff_only, staff_ref
 from bot.uploads import read_attachments
 from bot.views import REPLY_MAX, ReplyModal, send_reply
-from core import services
+from core import projection, services
 from core.enums import Status
 from core.queries import ticket_detail
 from core.sla.queries import ticket_sla
@@ -43,7 +42,8 @@ class Tickets(commands.Cog):
     @app_commands.choices(status=STATUS_CHOICES)
     @app_commands.autocomplete(ticket=ticket_autocomplete)
     @staff_only
-    async def reply(self, interaction: discord.Interaction[Any], text: app_commands.Range[str, 1, REPLY_MAX] | None = None,
+    async def reply(self, interaction: discord.Interaction[Any],
+                    text: app_commands.Range[str, 1, REPLY_MAX] | None = None,
                     attachment: discord.Attachment | None = None, attachment2: discord.Attachment | None = None,
                     status: str | None = None, ticket: Ticket | None = None) -> None:
         number = await resolve_ticket(interaction, ticket)

@@ -88,7 +88,8 @@ class Triage(commands.Cog):
     @app_commands.choices(priority=PRIORITY_CHOICES)
     @app_commands.autocomplete(ticket=ticket_autocomplete)
     @staff_only
-    async def priority(self, interaction: discord.Interaction[Any], priority: str, ticket: Ticket | None = None) -> None:
+    async def priority(self, interaction: discord.Interaction[Any], priority: str,
+                       ticket: Ticket | None = None) -> None:
         number = await resolve_ticket(interaction, ticket)
         await thinking(interaction)
         await services.set_priority(self.bot.desk, number, Priority(priority), staff_ref(self.bot, interaction.user))
@@ -99,7 +100,8 @@ class Triage(commands.Cog):
     @app_commands.autocomplete(category=category_autocomplete)
     @app_commands.autocomplete(ticket=ticket_autocomplete)
     @staff_only
-    async def category(self, interaction: discord.Interaction[Any], category: str, ticket: Ticket | None = None) -> None:
+    async def category(self, interaction: discord.Interaction[Any], category: str,
+                       ticket: Ticket | None = None) -> None:
         number = await resolve_ticket(interaction, ticket)
         await thinking(interaction)
         await services.set_category(self.bot.desk, number, category, staff_ref(self.bot, interaction.user))

@@ -6,8 +6,8 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from core.enums import Priority
 from core.addresses import without_tag
+from core.enums import Priority
 from core.intake.settings import IntakeSettings
 
 MAX_TEXT_SCANNED = 20_000  # keywords that matter sit near the top; keeps huge mails cheap

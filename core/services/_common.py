@@ -17,14 +17,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import make_transient_to_detached
 
 from core import addresses
-from core.enums import ParticipantRole, StaffRole
-from core.errors import NotFound, UserError
-from core.event_types import DomainEvent, StatusChanged, StatusReason
-from core.models import Attachment, AuditEntry, Contact, Counter, Message, Participant, Staff, Ticket
 from core.attachments import AttachmentStore
 from core.db import dialect_of, insert_ignore, rows_affected
 from core.desk import Desk
-from core.enums import Status
+from core.enums import ParticipantRole, StaffRole, Status
+from core.errors import NotFound, UserError
+from core.event_types import DomainEvent, StatusChanged, StatusReason
+from core.models import Attachment, AuditEntry, Contact, Counter, Message, Participant, Staff, Ticket
 from core.uow import UnitOfWork
 
 TICKET_COUNTER = "ticket_number"

@@ -8,7 +8,7 @@ from core.desk import Desk
 from core.enums import Status
 from core.errors import UserError
 from core.event_types import Merged, StatusReason
-from core.models import Message, Participant, TicketTag, Ticket
+from core.models import Message, Participant, Ticket, TicketTag
 from core.services._common import (
     StaffRef,
     change_status,
@@ -36,8 +36,8 @@ async def merge(desk: Desk, source_number: int, target_number: int, actor: Staff
 
         await session.execute(update(Message).where(Message.ticket_id == source.id)
                               .values(ticket_id=target.id))
-        for contact_id, role in (await session.execute(
-                select(Participant.contact_id, Participant.role).where(Participant.ticket_id == source.id))):
+        for contact_id in (await session.scalars(
+                select(Participant.contact_id).where(Participant.ticket_id == source.id))):
             await insert_ignore(session, Participant, {"ticket_id": target.id, "contact_id": contact_id,
                                                        "role": "cc"}, ["ticket_id", "contact_id"])
         for tag in (await session.scalars(select(TicketTag.tag).where(TicketTag.ticket_id == source.id))):

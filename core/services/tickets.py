@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from sqlalchemy.ext.asyncio import AsyncSession
+
 from core.desk import Desk
 from core.enums import Direction, ParticipantRole, Priority, Status
 from core.errors import UserError
@@ -17,7 +19,6 @@ from core.event_types import (
     TicketOpened,
 )
 from core.models import Contact, Message, Staff, Ticket
-from core.services.triage import add_tags, normalize_tags, validate_category
 from core.services._common import (
     ContactRef,
     NewAttachment,
@@ -31,14 +32,14 @@ from core.services._common import (
     insert_all_now,
     insert_now,
     next_ticket_numbers,
+    normalize_email,
     record,
     store_attachments,
-    normalize_email,
     ticket_for_update,
     within,
 )
+from core.services.triage import add_tags, normalize_tags, validate_category
 from core.uow import UnitOfWork
-from sqlalchemy.ext.asyncio import AsyncSession
 
 MAX_SUBJECT = 998
 

@@ -21,7 +21,6 @@ from core.event_types import (
     Unassigned,
 )
 from core.models import Staff, Ticket, TicketTag
-from core.uow import UnitOfWork
 from core.services._common import (
     StaffRef,
     change_status,
@@ -30,6 +29,7 @@ from core.services._common import (
     record,
     ticket_for_update,
 )
+from core.uow import UnitOfWork
 
 _TAG_CHARS = re.compile(r"[^a-z0-9_\-.:/]+")
 

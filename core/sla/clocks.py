@@ -14,10 +14,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.enums import ACTIVE_STATUSES, Priority, Status
 from core.event_types import EventType, StatusChanged, StatusReason, typed
-from core.uow import UnitOfWork
 from core.models import Event, Ticket
 from core.sla.policy import ClockKind, SlaSettings
 from core.sla_models import ClockState, SlaClock, SlaTimer, TimerAction
+from core.uow import UnitOfWork
 
 CONSUMER = "sla"
 # The events that move clocks; the scheduler waits for these before firing a ticket's timers.

@@ -20,8 +20,6 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from core.uow import UnitOfWork
-
 from core.desk import Desk
 from core.enums import Priority, StaffRole, Status
 from core.event_types import EventType, PendingReminderDue, PriorityChanged, SlaAtRisk, SlaBreached, StatusReason
@@ -30,6 +28,7 @@ from core.services._common import StaffRef, change_status, ensure_staff, record
 from core.sla.clocks import arm_pending_resolve
 from core.sla.policy import ClockKind, SlaSettings
 from core.sla_models import ClockState, SlaClock, TimerAction
+from core.uow import UnitOfWork
 
 # The actor of what the SLA does on its own; staff see it in Discord and in the audit log.
 SYSTEM_ACTOR = StaffRef("SLA", role=StaffRole.AGENT)

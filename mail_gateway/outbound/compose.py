@@ -18,6 +18,7 @@ import jinja2
 import nh3
 from markupsafe import Markup
 
+from core.tokens import Signer
 from mail_gateway.outbound.headers import (
     bracketed,
     clean_display_name,
@@ -28,7 +29,6 @@ from mail_gateway.outbound.headers import (
 
 # The parsing side cuts customer replies at this marker: one string for both directions.
 from mail_gateway.quotes import REPLY_MARKER
-from core.tokens import Signer
 
 _SIMPLE_ADDRESS = re.compile(r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9.-]+$")
 _HTML_TAGS = {"a", "b", "blockquote", "br", "code", "em", "i", "li", "ol", "p", "pre", "strong", "u", "ul"}

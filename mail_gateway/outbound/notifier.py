@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-
 import logging
 from collections.abc import Callable, Collection
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import jinja2
@@ -15,12 +13,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.addresses import OwnAddresses
 from core.desk import Desk
-from core.uow import UnitOfWork
 from core.enums import Direction, Status
 from core.event_types import EventType, OutboundFailed, StatusChanged, StatusReason, typed
 from core.models import Contact, Event, Message, OutboxMail, Participant, Staff, Ticket
 from core.outbox import OutgoingMail, automatic_mail_allowed, enqueue
 from core.sla.policy import ClockKind, SlaSettings
+from core.uow import UnitOfWork
 from mail_gateway.outbound.compose import (
     Composer,
     Draft,

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import logging
 
+from core.background import Background, nap
 from core.desk import Desk
 from core.outbox import RetryPolicy, claim_due, mark_failed, mark_retry, mark_sent
-from core.background import Background, nap
 from mail_gateway.outbound.headers import redact_addresses
 from mail_gateway.outbound.transport import Failed, Retry, Sent, Transport
 
