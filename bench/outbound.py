@@ -33,8 +33,9 @@ from core.desk import Desk
 from core.events import consume_once, run_consumer
 from core.migrate import upgrade
 from core.services import ContactRef, MailContent, StaffRef, open_ticket, reply
-from mail_gateway.outbound.compose import Composer, Draft, Recipient, text_to_html
-from mail_gateway.outbound.notifier import CONSUMER, Notifier
+from core.mail_drafts import Draft, Recipient
+from mail_gateway.outbound.compose import Composer, text_to_html
+from core.notifier import CONSUMER, Notifier
 from mail_gateway.outbound.sender import OutboxSender
 from mail_gateway.outbound.smtp import RelaySettings, SmtpTransport
 from core.tokens import Signer

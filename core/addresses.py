@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -43,3 +44,17 @@ class OwnAddresses:
             return False
         email = address.strip().lower()
         return email in self.addresses or without_tag(email) in self.addresses
+
+
+def redact(address: str) -> str:
+    """`a***@example.com`: enough to tell addresses apart in logs, not enough to harvest them."""
+    local, _, domain = address.partition("@")
+    return f"{local[:1]}***@{domain}"
+
+
+_ADDRESS_IN_TEXT = re.compile(r"([A-Za-z0-9.!#$%&'*+/=?^_`{|}~-])[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]*@")
+
+
+def redact_addresses(text: str) -> str:
+    """Every address in free text (a relay's error message) shortened to `a***@domain` for logs."""
+    return _ADDRESS_IN_TEXT.sub(r"\1***@", text)

@@ -8,16 +8,16 @@ from datetime import timedelta
 from core.background import Background
 from core.desk import Desk
 from core.events import run_consumer
-from core.outbox import RetryPolicy
-from core.tokens import Signer
-from mail_gateway.outbound.compose import Composer, DkimKey
-from mail_gateway.outbound.maildir import MaildirTransport
-from mail_gateway.outbound.notifier import (
+from core.notifier import (
     CONSUMER,
     Notifier,
     default_expectation,
     expectation_from_sla,
 )
+from core.outbox import RetryPolicy
+from core.tokens import Signer
+from mail_gateway.outbound.compose import Composer, DkimKey
+from mail_gateway.outbound.maildir import MaildirTransport
 from mail_gateway.outbound.sender import OutboxSender
 from mail_gateway.outbound.smtp import RelaySettings, SmtpTransport
 from mail_gateway.outbound.transport import Transport

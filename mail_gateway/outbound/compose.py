@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import html
 import re
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import datetime
+from dataclasses import dataclass
 from email import policy
 from email.headerregistry import Address
 from email.message import EmailMessage
@@ -18,9 +16,10 @@ import jinja2
 import nh3
 from markupsafe import Markup
 
+from core.mail_drafts import Composed, Draft, Recipient
+from core.message_ids import bracketed
 from core.tokens import Signer
 from mail_gateway.outbound.headers import (
-    bracketed,
     clean_display_name,
     clean_text,
     reply_subject,
@@ -37,19 +36,6 @@ DKIM_HEADERS = [b"from", b"to", b"cc", b"subject", b"date", b"message-id", b"rep
 
 
 @dataclass(frozen=True)
-class Recipient:
-    email: str
-    name: str = ""
-
-
-@dataclass(frozen=True)
-class FileAttachment:
-    filename: str
-    content_type: str
-    data: bytes
-
-
-@dataclass(frozen=True)
 class DkimKey:
     selector: str
     domain: str
@@ -58,33 +44,6 @@ class DkimKey:
     @classmethod
     def load(cls, selector: str, domain: str, path: Path) -> DkimKey:
         return cls(selector, domain, path.read_bytes())
-
-
-@dataclass(frozen=True)
-class Draft:
-    """Everything one mail needs; `template` names templates/email/<template>.{txt,html}.j2."""
-
-    template: str
-    ticket_number: int
-    ticket_ref: str
-    ticket_subject: str
-    message_key: str  # makes the Message-ID: t{ticket}.{key}.{signature}@domain
-    to: Sequence[Recipient]
-    date: datetime
-    automatic: bool
-    cc: Sequence[Recipient] = ()
-    context: Mapping[str, Any] = field(default_factory=dict)
-    in_reply_to: str | None = None
-    references: Sequence[str] = ()
-    attachments: Sequence[FileAttachment] = ()
-    kind: str = ""  # ack, reply, resolved, closed: recorded in the outbox
-
-
-@dataclass(frozen=True)
-class Composed:
-    message_id: str  # with angle brackets
-    content: bytes  # CRLF line ends, ready for SMTP DATA
-    recipients: list[str]
 
 
 class Composer:
@@ -142,7 +101,14 @@ class Composer:
         return Composed(message_id, content, [r.email for r in [*to, *cc]])
 
     def render(self, draft: Draft, subject: str) -> tuple[str, str]:
-        """The plain-text and HTML bodies, from the same context."""
+        """The plain-text and HTML bodies, from the same context. A staff message's `body_html` is
+        sanitized again here, or made from `body_text` when the message has no HTML of its own."""
+        try:
+            return self._render(draft, subject)
+        except jinja2.TemplateError as e:  # an operator's template: the notifier tells staff
+            raise ValueError(f"template {draft.template!r} does not render: {type(e).__name__}: {e}") from e
+
+    def _render(self, draft: Draft, subject: str) -> tuple[str, str]:
         context: dict[str, Any] = {
             "desk_name": self.desk_name, "subject": subject, "preheader": "",
             "reply_marker": REPLY_MARKER, "token": self.signer.ticket_token(draft.ticket_number),
@@ -150,6 +116,9 @@ class Composer:
             "ticket": {"ref": draft.ticket_ref, "number": draft.ticket_number, "subject": draft.ticket_subject},
             **draft.context,
         }
+        if "body_text" in context and not isinstance(context.get("body_html"), Markup):
+            source = context.get("body_html")
+            context["body_html"] = safe_html(source) if source else text_to_html(context["body_text"])
         text = self.templates.get_template(f"email/{draft.template}.txt.j2").render(context)
         html_body = self.templates.get_template(f"email/{draft.template}.html.j2").render(context)
         return text, html_body

@@ -20,7 +20,6 @@ _PREFIX = re.compile(
     re.IGNORECASE,
 )
 _ENCODED_WORD = re.compile(r"=\?[^?\s]+\?[bBqQ]\?[^?\s]*\?=")
-_MESSAGE_ID = re.compile(r"<[^<>\s]+>")
 
 
 def clean_text(value: str, limit: int = MAX_SUBJECT_CHARS) -> str:
@@ -59,44 +58,12 @@ def reply_subject(original: str, ticket_ref: str) -> str:
     return clean_text(f"Re: [{ticket_ref}] {subject or '(no subject)'}")
 
 
-def message_ids(*values: str | None) -> list[str]:
-    """Every `<id>` in the given header values, in order, without repeats."""
-    seen: list[str] = []
-    for value in values:
-        found = _MESSAGE_ID.findall(value or "")
-        if not found:  # stored without brackets
-            found = [bracketed(v) for v in (value or "").split() if "@" in v]
-        for message_id in found:
-            if message_id not in seen:
-                seen.append(message_id)
-    return seen
-
-
-def bracketed(message_id: str) -> str:
-    message_id = message_id.strip()
-    return message_id if message_id.startswith("<") else f"<{message_id}>"
-
-
 def trim_references(chain: Sequence[str], limit: int = MAX_REFERENCES) -> list[str]:
     """Keep the first (the thread's root) and the newest ones, as RFC 5322 suggests."""
     chain = list(dict.fromkeys(chain))
     if len(chain) <= limit:
         return chain
     return [chain[0], *chain[len(chain) - (limit - 1):]]
-
-
-def redact(address: str) -> str:
-    """`a***@example.com`: enough to tell addresses apart in logs, not enough to harvest them."""
-    local, _, domain = address.partition("@")
-    return f"{local[:1]}***@{domain}"
-
-
-_ADDRESS_IN_TEXT = re.compile(r"([A-Za-z0-9.!#$%&'*+/=?^_`{|}~-])[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]*@")
-
-
-def redact_addresses(text: str) -> str:
-    """Every address in free text (a relay's error message) shortened to `a***@domain` for logs."""
-    return _ADDRESS_IN_TEXT.sub(r"\1***@", text)
 
 
 def _decode_words(value: str) -> str:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import logging
 
+from core.addresses import redact_addresses
 from core.background import Background, nap
 from core.desk import Desk
 from core.outbox import RetryPolicy, claim_due, mark_failed, mark_retry, mark_sent
-from mail_gateway.outbound.headers import redact_addresses
 from mail_gateway.outbound.transport import Failed, Retry, Sent, Transport
 
 log = logging.getLogger(__name__)

@@ -11,8 +11,8 @@ from typing import Literal
 
 import aiosmtplib
 
+from core.addresses import redact
 from core.models import OutboxMail
-from mail_gateway.outbound.headers import redact
 from mail_gateway.outbound.transport import Failed, Outcome, Retry, Sent
 
 log = logging.getLogger(__name__)

@@ -25,7 +25,7 @@ from core.desk import Desk
 from core.events import consume_once
 from core.outbox import RetryPolicy
 from mail_gateway.outbound.compose import Composer
-from mail_gateway.outbound.notifier import CONSUMER, Notifier
+from core.notifier import CONSUMER, Notifier
 from mail_gateway.outbound.sender import OutboxSender
 from mail_gateway.outbound.smtp import RelaySettings, SmtpTransport
 from core.tokens import Signer

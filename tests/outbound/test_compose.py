@@ -10,13 +10,8 @@ from email.message import EmailMessage
 
 import pytest
 
-from mail_gateway.outbound.compose import (
-    REPLY_MARKER,
-    Draft,
-    FileAttachment,
-    Recipient,
-    text_to_html,
-)
+from core.mail_drafts import Draft, FileAttachment, Recipient
+from mail_gateway.outbound.compose import REPLY_MARKER, text_to_html
 from mail_gateway.outbound.headers import (
     clean_display_name,
     clean_text,

@@ -186,7 +186,7 @@ async def test_acknowledgement_states_the_first_response_target_of_the_priority(
 
     from core.enums import Priority
     from core.sla.policy import SlaPolicy, SlaSettings
-    from mail_gateway.outbound.notifier import Notifier, expectation_from_sla
+    from core.notifier import Notifier, expectation_from_sla
     from tests.outbound.conftest import make_composer
 
     sla = SlaSettings(policies={Priority.URGENT: SlaPolicy(first_response=timedelta(hours=4), business_hours=False)})
@@ -209,7 +209,7 @@ async def test_a_mail_that_cannot_be_built_is_reported_and_does_not_block_the_re
 
     from core.events import EventType
     from core.models import Event
-    from mail_gateway.outbound.notifier import Notifier
+    from core.notifier import Notifier
     from supportbot.templating import template_environment
     from tests.outbound.conftest import make_composer
 

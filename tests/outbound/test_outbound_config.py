@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from mail_gateway.outbound.compose import Draft, Recipient
+from core.mail_drafts import Draft, Recipient
 from mail_gateway.outbound.maildir import MaildirTransport
 from mail_gateway.outbound.smtp import SmtpTransport
 from supportbot.config import ConfigError, load_config

@@ -25,7 +25,7 @@ from core.models import Message, Ticket
 from core.services import NewAttachment, StaffRef, reply
 from mail_gateway.imap import ImapSource
 from core.intake import Intake, IntakeSettings
-from mail_gateway.outbound.notifier import CONSUMER, Notifier
+from core.notifier import CONSUMER, Notifier
 from mail_gateway.outbound.sender import OutboxSender
 from mail_gateway.outbound.smtp import RelaySettings, SmtpTransport
 from core.tokens import Signer

@@ -16,7 +16,7 @@ from core.models import Event
 from core.outbox import RetryPolicy, list_mail, retry
 from core.services import ContactRef, MailContent, StaffRef, open_ticket, reply
 from mail_gateway.outbound.maildir import MaildirTransport
-from mail_gateway.outbound.notifier import Notifier
+from core.notifier import Notifier
 from mail_gateway.outbound.sender import OutboxSender
 from mail_gateway.outbound.smtp import RelaySettings, SmtpTransport
 from tests.conftest import FixedClock

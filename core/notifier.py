@@ -1,4 +1,7 @@
-"""The mail notifier: turns ticket events into queued mail, in the transaction that moves its cursor."""
+"""The mail notifier: decides which ticket events become mail, to whom, and queues it, in the unit
+of work that moves its cursor. The mail itself is built by the mail edge's composer (a MailComposer
+it is given), so the core decides and the edge only writes MIME.
+"""
 
 from __future__ import annotations
 
@@ -7,27 +10,19 @@ from collections.abc import Callable, Collection
 from datetime import datetime, timedelta
 from typing import Any
 
-import jinja2
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from core.addresses import OwnAddresses
+from core.addresses import OwnAddresses, redact, redact_addresses
 from core.desk import Desk
 from core.enums import Direction, Status
 from core.event_types import EventType, OutboundFailed, StatusChanged, StatusReason, typed
+from core.mail_drafts import Draft, FileAttachment, MailComposer, Recipient
+from core.message_ids import message_ids
 from core.models import Contact, Event, Message, OutboxMail, Participant, Staff, Ticket
 from core.outbox import OutgoingMail, automatic_mail_allowed, enqueue
 from core.sla.policy import ClockKind, SlaSettings
 from core.uow import UnitOfWork
-from mail_gateway.outbound.compose import (
-    Composer,
-    Draft,
-    FileAttachment,
-    Recipient,
-    safe_html,
-    text_to_html,
-)
-from mail_gateway.outbound.headers import message_ids, redact, redact_addresses
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +64,7 @@ def _duration(span: timedelta, kind: str) -> str:
 
 
 class Notifier:
-    def __init__(self, desk: Desk, composer: Composer, *, support_addresses: Collection[str],
+    def __init__(self, desk: Desk, composer: MailComposer, *, support_addresses: Collection[str],
                  automatic_per_hour: int, expectation: Callable[[Ticket], str] = default_expectation) -> None:
         self.desk = desk
         self.composer = composer
@@ -89,7 +84,7 @@ class Notifier:
             return
         try:
             await self._dispatch(uow, event)
-        except (jinja2.TemplateError, ValueError, FileNotFoundError) as e:
+        except (ValueError, FileNotFoundError) as e:  # the composer could not build it, a file is gone
             error = f"could not build the mail for event {event.type} {event.id}: {type(e).__name__}: {e}"
             log.error("%s", redact_addresses(error))
             uow.record(OutboundFailed(ticket_id=event.ticket_id, message_id=event.message_id,
@@ -180,12 +175,11 @@ class Notifier:
         files = [FileAttachment(a.filename, a.content_type, await self.desk.files.get(a.sha256))
                  for a in message.attachments if a.sha256 and not a.held_back]
         in_reply_to, references = await _thread(session, ticket)
-        body_html = safe_html(message.body_html) if message.body_html else text_to_html(message.body_text)
         outbox = await self._queue(uow, event, ticket, self._draft(
             ticket, template="reply", kind="reply", message_key=f"m{message.id}",
             to=to or cc[:1], cc=cc if to else cc[1:], date=message.created_at, automatic=False,
             in_reply_to=in_reply_to, references=references, attachments=files,
-            context={"body_text": message.body_text, "body_html": body_html,
+            context={"body_text": message.body_text, "body_html": message.body_html,  # made safe by the composer
                      "staff_name": staff.display_name if staff else "",
                      "attachments": [f.filename for f in files]}))
         if outbox is not None:

@@ -1,0 +1,61 @@
+"""What the desk wants to send, before it is a mail: the value the notifier hands the mail edge's composer.
+
+The core decides who gets what and why (core.notifier); the mail edge turns a Draft into RFC 5322
+bytes (mail_gateway.outbound.compose) and sends them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+
+@dataclass(frozen=True)
+class Recipient:
+    email: str
+    name: str = ""
+
+
+@dataclass(frozen=True)
+class FileAttachment:
+    filename: str
+    content_type: str
+    data: bytes
+
+
+@dataclass(frozen=True)
+class Draft:
+    """Everything one mail needs; `template` names templates/email/<template>.{txt,html}.j2."""
+
+    template: str
+    ticket_number: int
+    ticket_ref: str
+    ticket_subject: str
+    message_key: str  # makes the Message-ID: t{ticket}.{key}.{signature}@domain
+    to: Sequence[Recipient]
+    date: datetime
+    automatic: bool
+    cc: Sequence[Recipient] = ()
+    context: Mapping[str, Any] = field(default_factory=dict)
+    in_reply_to: str | None = None
+    references: Sequence[str] = ()
+    attachments: Sequence[FileAttachment] = ()
+    kind: str = ""  # ack, reply, resolved, closed: recorded in the outbox
+
+
+@dataclass(frozen=True)
+class Composed:
+    message_id: str  # with angle brackets
+    content: bytes  # CRLF line ends, ready for SMTP DATA
+    recipients: list[str]
+
+
+class MailComposer(Protocol):
+    """Builds the mail for a draft; raises ValueError when it cannot (no deliverable recipient, a
+    template that does not render)."""
+
+    support_address: str
+
+    def compose(self, draft: Draft) -> Composed: ...
