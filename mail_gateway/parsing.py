@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from email.utils import getaddresses
 from types import MappingProxyType
 
-from core.intake.mail import Address, DeliveryReport, ParsedAttachment, ParsedMail, RecipientStatus
+from core.parsed_mail import Address, DeliveryReport, ParsedAttachment, ParsedMail, RecipientStatus
 from mail_gateway import mime
 from mail_gateway.html import html_to_text, sanitize_html, text_without_parsing, too_deeply_nested
 from mail_gateway.quotes import strip_reply

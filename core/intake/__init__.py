@@ -5,7 +5,7 @@
     here: claim → thread match → rules chain → routing, participants → ticket service → mark
 """
 
-from core.intake.mail import Address, DeliveryReport, ParsedAttachment, ParsedMail, RecipientStatus
+from core.parsed_mail import Address, DeliveryReport, ParsedAttachment, ParsedMail, RecipientStatus
 from core.intake.outcome import Kind, Outcome
 from core.intake.settings import IntakeSettings, KeywordRule
 from core.intake.take import Intake, Parsed, quarantine

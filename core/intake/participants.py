@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from core import addresses
-from core.intake.mail import ParsedMail
+from core.parsed_mail import ParsedMail
 from core.intake.settings import IntakeSettings
 from core.services import ContactRef
 

@@ -20,7 +20,7 @@ from sqlalchemy import bindparam, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.desk import Desk
-from core.intake.mail import ParsedMail
+from core.parsed_mail import ParsedMail
 from core.intake.settings import IntakeSettings
 from core.models import Contact, Ticket
 from core.services import find_contact

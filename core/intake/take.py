@@ -15,7 +15,7 @@ from core.desk import Desk
 from core.errors import UserError, describe_error
 from core.intake import ledger
 from core.intake.ledger import Marks, StoredMail
-from core.intake.mail import ParsedMail
+from core.parsed_mail import ParsedMail
 from core.intake.outcome import Kind, Outcome
 from core.intake.participants import other_recipients, sender_of
 from core.intake.routing import route

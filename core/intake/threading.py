@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from core.desk import Desk
 from core.enums import Direction
 from core.intake.ledger import EarlierCopy, StoredMail, find_earlier_copy
-from core.intake.mail import ParsedMail
+from core.parsed_mail import ParsedMail
 from core.intake.settings import IntakeSettings
 from core.models import Contact, Message, OutboxMail, Ticket
 from core.services._common import follow_merges, is_participant

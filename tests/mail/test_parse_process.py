@@ -52,3 +52,13 @@ async def test_a_parsing_process_that_died_is_replaced_by_the_next_batch(parser:
     await parser._process.wait()
     assert await parser.parse_many(RAWS[:2]) == [parse_mail(r, max_attachment_bytes=1_000_000) for r in RAWS[:2]]
     assert parser.pid not in (None, dead)
+
+
+def test_the_parse_process_does_not_load_the_database_layer() -> None:
+    """Its memory is the budget's: importing SQLAlchemy and the models there cost 37 MiB per worker."""
+    import subprocess
+    import sys
+
+    probe = "import sys, mail_gateway.parse_worker; print(sorted(m for m in ('sqlalchemy', 'core.models') if m in sys.modules))"
+    loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.strip()
+    assert loaded == "[]"
