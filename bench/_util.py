@@ -98,7 +98,8 @@ def print_table(headers: Sequence[str], rows: Sequence[Sequence[object]], *, tit
     numeric = [all(_is_number(row[i]) for row in rows) and rows != [] for i in range(len(headers))]
 
     def line(values: Sequence[str]) -> str:
-        return "  ".join(v.rjust(w) if num else v.ljust(w) for v, w, num in zip(values, widths, numeric)).rstrip()
+        cells = zip(values, widths, numeric, strict=False)
+        return "  ".join(v.rjust(w) if num else v.ljust(w) for v, w, num in cells).rstrip()
 
     if title:
         print(f"\n{title}")

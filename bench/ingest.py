@@ -31,13 +31,13 @@ from core.attachments import AttachmentStore
 from core.db import Database
 from core.desk import CoreSettings, Desk
 from core.inbound import store_raw
+from core.intake import Intake, IntakeSettings
 from core.migrate import upgrade
 from core.models import InboundMail, Ticket
-from mail_gateway.imap import ImapSource
-from core.intake import Intake, IntakeSettings
-from mail_gateway.handoff import Handoff
-from mail_gateway.store import message_id_of, store_received_many
 from core.tokens import Signer
+from mail_gateway.handoff import Handoff
+from mail_gateway.imap import ImapSource
+from mail_gateway.store import message_id_of, store_received_many
 from mail_gateway.worker import InboundWorker
 from supportbot import runloop
 from supportbot.config import ImapMailboxConfig
@@ -427,7 +427,8 @@ async def bench(args: argparse.Namespace) -> None:
         for problem in problems[:10]:
             print("   ", problem)
         if spent is not None:
-            print_table(["step", "ms per mail (wall)"], [[k, 1000 * v / len(specs)] for k, v in sorted(spent.items(), key=lambda kv: -kv[1])],
+            by_cost = sorted(spent.items(), key=lambda kv: -kv[1])
+            print_table(["step", "ms per mail (wall)"], [[k, 1000 * v / len(specs)] for k, v in by_cost],
                         title="where the time goes (steps overlap: the IMAP side stores while the worker processes)")
 
         if args.stream:

@@ -31,14 +31,14 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 from bench._util import peak_rss_mib, percentile, print_table, timer
 from core.desk import Desk
 from core.events import consume_once, run_consumer
-from core.migrate import upgrade
-from core.services import ContactRef, MailContent, StaffRef, open_ticket, reply
 from core.mail_drafts import Draft, Recipient
-from mail_gateway.outbound.compose import Composer, text_to_html
+from core.migrate import upgrade
 from core.notifier import CONSUMER, Notifier
+from core.services import ContactRef, MailContent, StaffRef, open_ticket, reply
+from core.tokens import Signer
+from mail_gateway.outbound.compose import Composer, text_to_html
 from mail_gateway.outbound.sender import OutboxSender
 from mail_gateway.outbound.smtp import RelaySettings, SmtpTransport
-from core.tokens import Signer
 from supportbot.templating import template_environment
 
 SUPPORT = "support@example.test"
@@ -163,7 +163,8 @@ async def bench_latency(desk: Desk, sink: Sink, port: int, count: int) -> list[l
         for i in range(count):
             started = time.perf_counter()
             change = await reply(desk, numbers[i % len(numbers)], STAFF, f"latency probe {i}")
-            message_id = f"<{Signer(b'bench', 'example.test').message_id(change.ticket.number, f'm{change.message.id}')}>"  # type: ignore[union-attr]
+            signer = Signer(b'bench', 'example.test')
+            message_id = f"<{signer.message_id(change.ticket.number, f'm{change.message.id}')}>"  # type: ignore[union-attr]
             for _ in range(2000):
                 if message_id in sink.accepted:
                     break
@@ -200,7 +201,8 @@ async def run(args: argparse.Namespace, folder: Path) -> None:
             finally:
                 await desk.close()
         engine = "PostgreSQL" if args.database_url else "SQLite"
-        print_table(["phase", "mails", "seconds", "mails/s"], rows, title=f"2. Delivery to a local aiosmtpd sink ({engine})")
+        print_table(["phase", "mails", "seconds", "mails/s"], rows,
+                    title=f"2. Delivery to a local aiosmtpd sink ({engine})")
         if latency:
             print_table(["path", "replies", "p50 ms", "p95 ms", "max ms"], latency,
                         title=f"3. Latency, notifier and sender running ({engine})")

@@ -80,7 +80,8 @@ class History:
     def _ticket(self, tid: int, rows: Rows, events: list[tuple[Any, ...]]) -> None:
         r = self.rng
         if (tid - 1) % TICKETS_PER_CONTACT == 0:
-            rows.contacts.append((tid // TICKETS_PER_CONTACT + 1, f"c{tid}@example.org", "", 0, END - timedelta(days=DAYS)))
+            rows.contacts.append((tid // TICKETS_PER_CONTACT + 1, f"c{tid}@example.org", "", 0,
+                                  END - timedelta(days=DAYS)))
         opened = END - timedelta(days=DAYS) + timedelta(seconds=(tid - r.random()) * DAYS * 86400 / self.total)
         staff = r.randint(1, STAFF)
         assignee = staff if r.random() < 0.6 else None
@@ -150,7 +151,8 @@ async def postgres_fill(url: str, history: History, target: int, chunk: int = 50
     conn = await asyncpg.connect(url.replace("postgresql+asyncpg://", "postgresql://"))
     try:
         if history.tickets == 0:
-            await conn.executemany("INSERT INTO staff (id, display_name, role, created_at) VALUES ($1, $2, 'agent', $3)",
+            await conn.executemany("INSERT INTO staff (id, display_name, role, created_at) "
+                                   "VALUES ($1, $2, 'agent', $3)",
                                    [(i, f"Agent {i}", END.replace(tzinfo=None)) for i in range(1, STAFF + 1)])
         while history.tickets < target:
             b = history.batch(min(chunk, target - history.tickets))

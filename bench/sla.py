@@ -133,7 +133,8 @@ async def measure(url: str, tickets: int, due: int, batch: int, data_dir: Path) 
         events = int(await session.scalar(select(func.count()).select_from(Event)) or 0)
     await db.dispose()
     return {"tickets": tickets, "timers": timers, "due": len(found), "fired": fired, "events": events,
-            "fill_s": filled.seconds, "next_due_ms": statistics.median(next_due), "read_due_ms": read_due.seconds * 1000,
+            "fill_s": filled.seconds, "next_due_ms": statistics.median(next_due),
+            "read_due_ms": read_due.seconds * 1000,
             "fire_s": fired_t.seconds, "per_s": fired / fired_t.seconds if fired_t.seconds else 0.0,
             "catch_up_s": caught_up.seconds, "handled": handled, "rss": rss_before, "peak": peak,
             "growth": peak - rss_firing}

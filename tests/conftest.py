@@ -21,9 +21,9 @@ from typing import Any
 
 import pytest
 
+from core.attachments import AttachmentStore
 from core.db import Database
 from core.desk import CoreSettings, Desk
-from core.attachments import AttachmentStore
 from core.migrate import upgrade
 from supportbot import runloop
 

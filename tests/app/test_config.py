@@ -35,7 +35,7 @@ def test_the_example_config_documents_every_key_with_its_default():
     assert parsed.model_dump(exclude={"source"}) == defaults.model_dump(exclude={"source"})
 
     def keys(model, prefix=""):
-        for name, field in type(model).model_fields.items():
+        for name in type(model).model_fields:
             value = getattr(model, name)
             if hasattr(type(value), "model_fields"):
                 yield from keys(value, f"{prefix}{name}.")
@@ -76,7 +76,8 @@ def test_secrets_come_from_the_environment(tmp_path):
 @pytest.mark.parametrize(("text", "expected"), [
     ("[mail.smtp_listener]\nport = \"lots\"\n", "mail.smtp_listener.port = 'lots': expected a valid integer"),
     ("[mail.smtp_listener]\nport = 70000\n", "mail.smtp_listener.port = 70000: expected"),
-    ("[desk]\ndefault_priority = \"sky-high\"\n", "desk.default_priority = 'sky-high': expected 'low', 'medium', 'high' or 'urgent'"),
+    ("[desk]\ndefault_priority = \"sky-high\"\n",
+     "desk.default_priority = 'sky-high': expected 'low', 'medium', 'high' or 'urgent'"),
     ("[desk]\ntimezone = \"Mars/Olympus\"\n", "desk.timezone = 'Mars/Olympus': expected an IANA time zone"),
     ("[desk]\ncategoreis = []\n", "desk.categoreis: unknown key"),
     ("[mail]\nsupport_addresses = [\"not an address\"]\n", "mail.support_addresses = ['not an address']"),

@@ -75,9 +75,9 @@ def test_dkim_and_postgres_settings_load_when_their_extras_are_installed(tmp_pat
 
 
 def test_the_daily_report_without_matplotlib_goes_out_without_its_chart(tmp_path, monkeypatch, caplog):
+    from core.migrate import upgrade
     from supportbot.app import open_desk
     from supportbot.reporting import build_daily, compose_report_mail
-    from core.migrate import upgrade
 
     without(monkeypatch, "matplotlib")
     monkeypatch.delitem(sys.modules, "supportbot.report_chart", raising=False)  # imported afresh: fails

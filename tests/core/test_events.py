@@ -6,7 +6,6 @@ import asyncio
 import logging
 
 import pytest
-
 from sqlalchemy import func, select
 
 from core import services

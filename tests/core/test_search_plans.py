@@ -74,7 +74,8 @@ async def test_both_plans_apply_every_filter_and_the_limit(sqlite_desk, clock, m
     await services.tag(sqlite_desk, numbers[2], SAM, add=["vip"])
     await services.assign(sqlite_desk, numbers[3], SAM, SAM)
     await services.merge(sqlite_desk, numbers[5], numbers[4], SAM)
-    check = lambda **f: both_plans(sqlite_desk, monkeypatch, "delivery", TicketFilters(**f))
+    def check(**f):
+        return both_plans(sqlite_desk, monkeypatch, "delivery", TicketFilters(**f))
     assert await check(status=(Status.RESOLVED,)) == [numbers[0]]
     assert await check(priority=(Priority.URGENT,)) == [numbers[1]]
     assert await check(tag="VIP") == [numbers[2]]

@@ -18,12 +18,12 @@ from core.attachments import AttachmentStore
 from core.db import Database
 from core.desk import CoreSettings, Desk
 from core.enums import Priority
+from core.intake import Intake, IntakeSettings, KeywordRule, Outcome
 from core.migrate import upgrade
 from core.models import Event, InboundMail, Message, Ticket
-from core.intake import Intake, IntakeSettings, KeywordRule, Outcome
+from core.tokens import Signer
 from mail_gateway.handoff import Handoff
 from mail_gateway.store import store_received
-from core.tokens import Signer
 from tests.conftest import FixedClock
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"

@@ -14,9 +14,8 @@ from core.desk import Desk
 from core.enums import InboundStatus
 from core.imap_models import ImapPosition, ReadUpTo, load_position
 from core.inbound import RawMail, store_raw_many
+from core.intake import Intake, Kind, ledger
 from core.models import Contact, InboundMail, Message, Participant, Ticket
-from core.intake import Intake, Kind
-from core.intake import ledger
 from mail_gateway.handoff import Handoff
 from mail_gateway.store import store_received, store_received_many
 from tests.mail import pipeline_support

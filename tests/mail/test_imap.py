@@ -15,13 +15,13 @@ from sqlalchemy import select
 from core.desk import Desk
 from core.imap_models import load_position
 from core.inbound import StoredMail
+from core.intake import Intake, IntakeSettings
 from core.models import InboundMail, Ticket
+from core.tokens import Signer
 from mail_gateway import imap
 from mail_gateway.imap import ImapSource, _batches
 from mail_gateway.imap_connection import ImapConnection
-from core.intake import Intake, IntakeSettings
 from mail_gateway.store import store_received_many
-from core.tokens import Signer
 from mail_gateway.worker import InboundWorker
 from supportbot.config import Config, ImapMailboxConfig
 from supportbot.imap_wiring import imap_part

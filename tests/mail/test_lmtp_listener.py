@@ -10,9 +10,9 @@ import pytest
 from sqlalchemy import select
 
 from core.desk import Desk
+from core.intake import Intake
 from core.models import InboundMail, Ticket
 from mail_gateway.smtp_listener import SmtpListener
-from core.intake import Intake
 from mail_gateway.worker import InboundWorker
 from tests.kit import eventually
 from tests.mail import pipeline_support

@@ -59,6 +59,7 @@ def test_the_parse_process_does_not_load_the_database_layer() -> None:
     import subprocess
     import sys
 
-    probe = "import sys, mail_gateway.parse_worker; print(sorted(m for m in ('sqlalchemy', 'core.models') if m in sys.modules))"
+    probe = ("import sys, mail_gateway.parse_worker; "
+             "print(sorted(m for m in ('sqlalchemy', 'core.models') if m in sys.modules))")
     loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.strip()
     assert loaded == "[]"

@@ -14,12 +14,11 @@ from core.db import Database
 from core.desk import CoreSettings, Desk
 from core.enums import InboundStatus, OutboxStatus, Priority, Status
 from core.events import EventType
+from core.intake import Intake, Kind, Outcome
 from core.models import InboundMail, Message, OutboxMail, Ticket
 from core.queries import ticket_detail
 from core.services import StaffRef, block_sender, reply, set_status
-from core.intake import Kind, Outcome
 from mail_gateway.store import store_received
-from core.intake import Intake
 from mail_gateway.worker import InboundWorker
 from tests.mail import pipeline_support
 from tests.mail.pipeline_support import (
@@ -619,8 +618,8 @@ async def test_attachments_are_kept_and_oversized_ones_are_listed_as_held_back(d
     ("", None, None),
 ])
 async def test_machine_mail_rules(headers, envelope_from, rule):
-    from mail_gateway.parsing import parse_mail
     from core.intake.rules import RuleContext, evaluate
+    from mail_gateway.parsing import parse_mail
 
     mail = parse_mail(simple_mail("someone@customer.test", "Hi", extra=headers))
     rules_ctx = RuleContext(desk=None, uow=None, settings=ctx, sender=None,  # type: ignore[arg-type]

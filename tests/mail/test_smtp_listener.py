@@ -16,8 +16,8 @@ import pytest
 from sqlalchemy import text
 
 from core.desk import Desk
-from core.models import InboundMail, Ticket
 from core.intake import Intake, Kind
+from core.models import InboundMail, Ticket
 from mail_gateway.smtp_listener import SmtpListener, tls_context
 from mail_gateway.worker import InboundWorker
 from tests.conftest import need_server

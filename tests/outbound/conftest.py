@@ -23,12 +23,12 @@ from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
 from core.desk import Desk
 from core.events import consume_once
-from core.outbox import RetryPolicy
-from mail_gateway.outbound.compose import Composer
 from core.notifier import CONSUMER, Notifier
+from core.outbox import RetryPolicy
+from core.tokens import Signer
+from mail_gateway.outbound.compose import Composer
 from mail_gateway.outbound.sender import OutboxSender
 from mail_gateway.outbound.smtp import RelaySettings, SmtpTransport
-from core.tokens import Signer
 from supportbot.templating import template_environment
 
 SUPPORT = "support@example.test"

@@ -11,6 +11,7 @@ from email.message import EmailMessage
 import pytest
 
 from core.mail_drafts import Draft, FileAttachment, Recipient
+from core.tokens import FOOTER_TOKEN, Signer
 from mail_gateway.outbound.compose import REPLY_MARKER, text_to_html
 from mail_gateway.outbound.headers import (
     clean_display_name,
@@ -18,7 +19,6 @@ from mail_gateway.outbound.headers import (
     reply_subject,
     trim_references,
 )
-from core.tokens import FOOTER_TOKEN, Signer
 from tests.outbound.conftest import SECRET, SUPPORT, make_composer
 
 WHEN = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)

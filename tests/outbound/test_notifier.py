@@ -185,8 +185,8 @@ async def test_acknowledgement_states_the_first_response_target_of_the_priority(
     from datetime import timedelta
 
     from core.enums import Priority
-    from core.sla.policy import SlaPolicy, SlaSettings
     from core.notifier import Notifier, expectation_from_sla
+    from core.sla.policy import SlaPolicy, SlaSettings
     from tests.outbound.conftest import make_composer
 
     sla = SlaSettings(policies={Priority.URGENT: SlaPolicy(first_response=timedelta(hours=4), business_hours=False)})

@@ -55,7 +55,8 @@ def test_a_bad_security_value_names_the_key(tmp_path: Path) -> None:
 
 def test_operator_templates_replace_ours_one_file_at_a_time(tmp_path: Path) -> None:
     (tmp_path / "mine" / "email").mkdir(parents=True)
-    (tmp_path / "mine" / "email" / "reply.txt.j2").write_text("{{ reply_marker }}\nOURS: {{ body_text }}\nref:{{ token }}\n")
+    (tmp_path / "mine" / "email" / "reply.txt.j2").write_text(
+        "{{ reply_marker }}\nOURS: {{ body_text }}\nref:{{ token }}\n")
     config = load_config(write(tmp_path, '[mail.outbound]\ntemplates_dir = "mine"\n'))
     composed = build_composer(config, b"k").compose(reply_draft())
     msg = email.message_from_bytes(composed.content, policy=policy.default)

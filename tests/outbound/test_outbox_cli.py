@@ -53,7 +53,8 @@ def test_outbox_list_shows_status_and_error_and_retry_queues_it_again(
     mail_id = queue_and_fail_one(config_path)
     assert main(["--config", str(config_path), "mail", "outbox", "list"]) == 0
     out = capsys.readouterr().out
-    assert re.search(rf"^{mail_id}\s+failed\s+ack\s+1\s", out, re.MULTILINE) and "last error: 550 5.1.1 no such user" in out
+    assert re.search(rf"^{mail_id}\s+failed\s+ack\s+1\s", out, re.MULTILINE)
+    assert "last error: 550 5.1.1 no such user" in out
     assert main(["--config", str(config_path), "mail", "outbox", "list", "--status", "failed", "--json"]) == 0
     (row,) = json.loads(capsys.readouterr().out)
     assert row["id"] == mail_id and row["status"] == "failed" and row["recipients"] == ["alice@example.org"]

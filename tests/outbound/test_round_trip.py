@@ -21,14 +21,14 @@ from sqlalchemy import func, select
 from core.desk import Desk
 from core.enums import Direction
 from core.events import run_consumer
-from core.models import Message, Ticket
-from core.services import NewAttachment, StaffRef, reply
-from mail_gateway.imap import ImapSource
 from core.intake import Intake, IntakeSettings
+from core.models import Message, Ticket
 from core.notifier import CONSUMER, Notifier
+from core.services import NewAttachment, StaffRef, reply
+from core.tokens import Signer
+from mail_gateway.imap import ImapSource
 from mail_gateway.outbound.sender import OutboxSender
 from mail_gateway.outbound.smtp import RelaySettings, SmtpTransport
-from core.tokens import Signer
 from mail_gateway.worker import InboundWorker
 from supportbot.config import ImapMailboxConfig
 from tests.conftest import open_desk, sqlite_url
@@ -109,7 +109,8 @@ async def received(dovecot: Dovecot, count: int) -> list[EmailMessage]:
 async def inbound_messages(desk: Desk) -> list[tuple[int, str]]:
     """(ticket number, text) of every inbound message, oldest first."""
     async with desk.db.read() as session:
-        rows = await session.execute(select(Ticket.number, Message.new_text).join(Ticket, Ticket.id == Message.ticket_id)
+        rows = await session.execute(select(Ticket.number, Message.new_text)
+                                     .join(Ticket, Ticket.id == Message.ticket_id)
                                      .where(Message.direction == Direction.INBOUND).order_by(Message.id))
         return [(n, t) for n, t in rows]
 

@@ -13,10 +13,10 @@ from core.desk import Desk
 from core.enums import OutboxStatus
 from core.events import EventType
 from core.models import Event
+from core.notifier import Notifier
 from core.outbox import RetryPolicy, list_mail, retry
 from core.services import ContactRef, MailContent, StaffRef, open_ticket, reply
 from mail_gateway.outbound.maildir import MaildirTransport
-from core.notifier import Notifier
 from mail_gateway.outbound.sender import OutboxSender
 from mail_gateway.outbound.smtp import RelaySettings, SmtpTransport
 from tests.conftest import FixedClock

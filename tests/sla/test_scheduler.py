@@ -12,11 +12,11 @@ from sqlalchemy import select
 
 from core.desk import Desk
 from core.enums import Priority, Status
+from core.event_types import StatusReason
 from core.events import EventType
 from core.models import Staff
 from core.queries import ticket_detail
 from core.services import reply
-from core.event_types import StatusReason
 from core.sla.policy import SlaPolicy
 from core.sla.queries import ticket_sla
 from core.sla.scheduler import SlaScheduler
