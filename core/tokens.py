@@ -9,6 +9,8 @@ import re
 import secrets
 from dataclasses import dataclass
 
+from core.addresses import tag_of
+
 SIGNATURE_CHARS = 16  # base32 characters: 80 bits, plenty against guessing
 _TOKEN = re.compile(rf"^(\d{{1,12}})-([a-z2-7]{{{SIGNATURE_CHARS}}})$")
 _MESSAGE_ID = re.compile(rf"^t(\d{{1,12}})\.([a-z0-9]{{1,40}})\.([a-z2-7]{{{SIGNATURE_CHARS}}})@")
@@ -48,9 +50,8 @@ class Signer:
 
     def ticket_from_address(self, address: str) -> int | None:
         """The ticket in `local+TOKEN@domain`, if the token is ours and genuine."""
-        local = address.strip().lower().partition("@")[0]
-        _, plus, token = local.partition("+")
-        return self.ticket_from_token(token) if plus else None
+        token = tag_of(address)
+        return self.ticket_from_token(token) if token else None
 
     def ticket_from_message_id(self, message_id: str) -> int | None:
         match = _MESSAGE_ID.match(message_id.strip().strip("<>").lower())

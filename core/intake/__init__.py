@@ -5,10 +5,10 @@
     here: claim → thread match → rules chain → routing, participants → ticket service → mark
 """
 
-from core.parsed_mail import Address, DeliveryReport, ParsedAttachment, ParsedMail, RecipientStatus
 from core.intake.outcome import Kind, Outcome
 from core.intake.settings import IntakeSettings, KeywordRule
 from core.intake.take import Intake, Parsed, quarantine
+from core.parsed_mail import Address, DeliveryReport, ParsedAttachment, ParsedMail, RecipientStatus
 
 __all__ = ["Address", "DeliveryReport", "Intake", "IntakeSettings", "KeywordRule", "Kind", "Outcome", "Parsed",
            "ParsedAttachment", "ParsedMail", "RecipientStatus", "quarantine"]

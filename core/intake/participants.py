@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from core import addresses
-from core.parsed_mail import ParsedMail
 from core.intake.settings import IntakeSettings
+from core.parsed_mail import ParsedMail
 from core.services import ContactRef
 
 MAX_CC = 20  # participants added from one mail's To/Cc; more is a mailing, not a conversation

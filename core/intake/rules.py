@@ -20,9 +20,9 @@ from sqlalchemy import bindparam, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.desk import Desk
-from core.parsed_mail import ParsedMail
 from core.intake.settings import IntakeSettings
 from core.models import Contact, Ticket
+from core.parsed_mail import ParsedMail
 from core.services import find_contact
 from core.uow import UnitOfWork
 

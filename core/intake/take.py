@@ -15,13 +15,13 @@ from core.desk import Desk
 from core.errors import UserError, describe_error
 from core.intake import ledger
 from core.intake.ledger import Marks, StoredMail
-from core.parsed_mail import ParsedMail
 from core.intake.outcome import Kind, Outcome
 from core.intake.participants import other_recipients, sender_of
 from core.intake.routing import route
 from core.intake.rules import CHAIN, WITHOUT_HOLDS, Action, Decision, RuleContext, evaluate
 from core.intake.settings import IntakeSettings
 from core.intake.threading import ThreadMatch, Via, bracketed, match_thread
+from core.parsed_mail import ParsedMail
 from core.services import (
     ContactRef,
     MailContent,

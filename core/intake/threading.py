@@ -14,9 +14,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from core.desk import Desk
 from core.enums import Direction
 from core.intake.ledger import EarlierCopy, StoredMail, find_earlier_copy
-from core.parsed_mail import ParsedMail
 from core.intake.settings import IntakeSettings
 from core.models import Contact, Message, OutboxMail, Ticket
+from core.parsed_mail import ParsedMail
 from core.services._common import follow_merges, is_participant
 from core.tokens import FOOTER_TOKEN
 from core.uow import UnitOfWork
