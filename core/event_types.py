@@ -262,13 +262,19 @@ class DailyReportReady(DomainEvent):
 
 
 @dataclass(frozen=True, kw_only=True)
-class _SlaAlert(DomainEvent):
-    """At risk or breached; described in core/sla/firing.py."""
+class _AboutTicket(DomainEvent):
+    """Events a consumer may act on without reading the ticket: its number, ref, subject, priority."""
 
     ticket: int = 0
     ref: str = ""
     subject: str = ""
     priority: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class _SlaAlert(_AboutTicket):
+    """At risk or breached; described in core/sla/firing.py."""
+
     clock: str = ""
     due_at: str | None = None
     started_at: str | None = None
@@ -294,9 +300,5 @@ class SlaBreached(_SlaAlert):
 
 @event_type(EventType.PENDING_REMINDER_DUE)
 @dataclass(frozen=True, kw_only=True)
-class PendingReminderDue(DomainEvent):
-    ticket: int = 0
-    ref: str = ""
-    subject: str = ""
-    priority: str = ""
+class PendingReminderDue(_AboutTicket):
     resolve_at: str | None = None
