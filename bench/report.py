@@ -179,8 +179,8 @@ async def measure(url: str, runs: int) -> tuple[float, float, float, float]:
     day are stored, as yesterday's report left them; the report day itself is scanned. Whole mail:
     the daily figures plus the chart and both templates.
     """
+    from core.report_view import sample_report
     from supportbot.report_chart import trend_chart_png
-    from supportbot.report_view import sample_report
 
     desk = Desk(Database(url), CoreSettings(), AttachmentStore(Path(tempfile.mkdtemp())), lambda: NOW)
     config = Config.model_validate({"desk": {"timezone": TIMEZONE}, "reports": {"managers": ["m@example.org"]}})

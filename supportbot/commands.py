@@ -25,10 +25,10 @@ from core.queries import (
     ticket_detail,
     to_json,
 )
+from core.report_view import sample_report_context
 from core.sla.queries import ticket_sla
 from supportbot import app as runtime
 from supportbot.config import Config
-from supportbot.report_view import sample_report_context
 from supportbot.templating import builtin_template_names, template_environment
 
 STARTER_CONFIG = Path(__file__).resolve().parent / "config.example.toml"

@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from core.errors import UserError
+from core.report_view import CHART_CID
 from supportbot.config import Config
-from supportbot.report_view import CHART_CID
 
 
 def add_report_commands(commands: Any) -> None:

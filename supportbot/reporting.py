@@ -19,9 +19,9 @@ from core.desk import Desk
 from core.event_types import DailyReportReady
 from core.outbox import OutgoingMail, enqueue
 from core.report_schedule import ReportSchedule, claim, mark_failed, record_sent, unsent_days
+from core.report_view import CHART_CID, ViewOptions, report_context
 from core.reports import DailyReport, daily_report, previous_local_day
 from supportbot.config import Config
-from supportbot.report_view import CHART_CID, ViewOptions, report_context
 from supportbot.templating import template_environment
 
 log = logging.getLogger(__name__)

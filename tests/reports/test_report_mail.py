@@ -9,9 +9,9 @@ import pytest
 from sqlalchemy import func, select
 
 from core.models import OutboxMail
+from core.report_view import CHART_CID
 from mail_gateway.outbound.sender import OutboxSender
 from supportbot.config import Config
-from supportbot.report_view import CHART_CID
 from supportbot.reporting import ReportScheduler, report_part
 from tests.kit import eventually
 from tests.outbound.conftest import relay_to
