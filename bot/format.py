@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
@@ -229,3 +230,14 @@ def summary_embed(report: Any, desk_name: str = "") -> discord.Embed:
     embed.set_image(url="attachment://chart.png")
     embed.set_footer(text=f"{report.timezone} · 14-day volume and backlog below")
     return embed
+
+
+def summary_message(report: Any, chart: bytes) -> dict[str, Any]:
+    """What to send for the daily report: the embed, and its chart when one was drawn (without the
+    `chart` extra there is none, and the embed says so instead of showing a broken image)."""
+    embed = summary_embed(report)
+    if not chart:
+        embed.set_image(url=None)
+        embed.set_footer(text=f"{report.timezone} · no chart: install supportbot[chart] to draw it")
+        return {"embed": embed}
+    return {"embed": embed, "file": discord.File(io.BytesIO(chart), "chart.png")}

@@ -25,7 +25,7 @@ from bot.format import (
     message_embeds,
     needs_full_text,
     starter_embed,
-    summary_embed,
+    summary_message,
     tag_names,
     thread_name,
     truncate,
@@ -250,8 +250,7 @@ class Projector:
                         "[discord] reports_channel_id)", channel_id)
             return
         report, chart = await self.bot.reports(date.fromisoformat(event.data["day"]))
-        sent = await channel.send(embed=summary_embed(report), file=discord.File(io.BytesIO(chart), "chart.png"),
-                                  allowed_mentions=NO_PINGS)
+        sent = await channel.send(**summary_message(report, chart), allowed_mentions=NO_PINGS)
         await projection.remember_message(self.desk, key, channel_id, sent.id, self.desk.clock())
 
     async def _alert(self, event: Event, *, text: str | None = None,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -44,12 +45,16 @@ async def report(args: argparse.Namespace, config: Config) -> int:
     desk = await open_ready_desk(config)
     try:
         rendered = await build_daily(desk, config, args.date)
+        if (args.html or args.chart) and not rendered.chart_png:
+            print("supportbot: no chart drawn: matplotlib is not installed (pip install 'supportbot[chart]')",
+                  file=sys.stderr)
         if args.html:
             # Shown from a file, the chart cannot come by Content-ID: point it at the PNG beside it.
             chart = args.chart or args.html.with_suffix(".png")
-            chart.write_bytes(rendered.chart_png)
+            if rendered.chart_png:
+                chart.write_bytes(rendered.chart_png)
             args.html.write_text(rendered.html.replace(f"cid:{CHART_CID}", chart.name), encoding="utf-8")
-        elif args.chart:
+        elif args.chart and rendered.chart_png:
             args.chart.write_bytes(rendered.chart_png)
         if not args.send:
             print(rendered.text, end="")

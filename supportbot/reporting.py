@@ -75,8 +75,8 @@ async def report_with_chart(desk: Desk, config: Config, day: date | None = None)
 
 async def build_daily(desk: Desk, config: Config, day: date | None = None) -> RenderedReport:
     report, chart = await report_with_chart(desk, config, day)
-    context = report_context(report, ViewOptions(desk_name=config.desk.name,
-                                                 ticket_prefix=config.desk.ticket_prefix))
+    context = report_context(report, ViewOptions(desk_name=config.desk.name, ticket_prefix=config.desk.ticket_prefix,
+                                                 chart_cid=CHART_CID if chart else ""))
     env = template_environment(config.mail.outbound.templates_dir)
     return RenderedReport(report, context["subject"], env.get_template("reports/daily.txt.j2").render(context),
                           env.get_template("reports/daily.html.j2").render(context), chart)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 from collections.abc import Awaitable, Callable
 from datetime import date
 from typing import TYPE_CHECKING, Any
@@ -13,7 +12,7 @@ from discord.ext import commands
 
 from bot.commands.tickets import STATUS_CHOICES
 from bot.commands.triage import PRIORITY_CHOICES, category_autocomplete
-from bot.format import stats_embed, summary_embed, ticket_list_embed
+from bot.format import stats_embed, summary_message, ticket_list_embed
 from bot.permissions import manager_only, staff_only
 from bot.views import Pager
 from core import projection
@@ -92,8 +91,7 @@ class Browse(commands.Cog):
             raise UserError(f"{day!r} is not a date like 2026-03-01") from None
         await interaction.response.defer(ephemeral=True, thinking=True)
         report, chart = await self.bot.reports(wanted)
-        await interaction.followup.send(embed=summary_embed(report), file=discord.File(io.BytesIO(chart), "chart.png"),
-                                        ephemeral=True)
+        await interaction.followup.send(**summary_message(report, chart), ephemeral=True)
 
     @app_commands.command(description="Desk figures: tickets by status and priority, recent flow")
     @manager_only

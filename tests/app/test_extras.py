@@ -98,6 +98,7 @@ def test_the_daily_report_without_matplotlib_goes_out_without_its_chart(tmp_path
     assert rendered.chart_png == b""
     assert "daily report" in rendered.subject and "Monday 2 March 2026" in rendered.html  # templates rendered
     assert rendered.text.strip()
+    assert "cid:" not in rendered.html  # no broken image where the chart would be
 
     content = compose_report_mail(rendered, sender=Address(addr_spec="support@localhost"),
                                   to=["boss@example.test"], message_id="<r@localhost>", sent_at=rendered.report.end)

@@ -41,6 +41,21 @@ async def test_summary_shows_the_days_figures_and_the_chart_to_a_manager(world):
     assert embed.image.url == "attachment://chart.png"
 
 
+async def test_without_a_chart_the_summary_sends_no_image_and_says_why(world):
+    async def no_chart(day=None):
+        report, _ = await report_with_chart(world.desk, Config(), day)
+        return report, b""  # what the desk has without the chart extra (matplotlib)
+
+    world.bot.reports = no_chart
+    await opened(world)
+    day = world.desk.clock().date()
+    world.desk.clock.advance(days=1)
+    result = await world.boss.slash(world.lobby, "summary", day=day.isoformat())
+    message = result.followups[0] if result.followups else result.response
+    assert message.attachments == [] and not message.embeds[0].image.url
+    assert "install supportbot[chart]" in message.embeds[0].footer.text
+
+
 async def test_summary_is_refused_to_staff_without_the_manager_role_and_for_a_bad_date(world):
     with_reports(world)
     assert "manager" in said(await world.alice.slash(world.lobby, "summary")).lower()
