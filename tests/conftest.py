@@ -14,6 +14,7 @@ import subprocess
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -101,18 +102,25 @@ def postgres_server() -> Iterator[str]:
         subprocess.run([str(SERVERS / "stop-postgres.sh"), state, "--purge"], capture_output=True, timeout=60)
 
 
-async def _fresh_postgres_database(server_url: str) -> str:
-    """A new empty database per test: tests cannot see each other's tickets."""
+async def _fresh_postgres_database(server_url: str, template: str | None = None) -> str:
+    """A new database per test (empty, or a copy of `template`): tests cannot see each other's tickets."""
     import asyncpg
 
     base = server_url.replace("postgresql+asyncpg://", "postgresql://")
     name = f"t_{uuid.uuid4().hex[:12]}"
     conn = await asyncpg.connect(base)
     try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
+        await conn.execute(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else ""))
     finally:
         await conn.close()
     return server_url.rsplit("/", 1)[0] + "/" + name
+
+
+def _run_aside(work: Callable[[], Any]) -> None:
+    """Run a coroutine function on a loop of its own in a thread: a session fixture may be set up
+    the first time inside a test's running loop (an async fixture asking for it by name)."""
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(lambda: asyncio.run(work())).result()
 
 
 def sqlite_url(directory: Path) -> str:
@@ -151,24 +159,44 @@ async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return await _fresh_postgres_database(server)
 
 
-@pytest.fixture
-async def desk(database_url: str, tmp_path: Path, clock: FixedClock) -> AsyncIterator[Desk]:
-    """A freshly migrated desk, on SQLite and on PostgreSQL."""
-    async with open_desk(database_url, tmp_path, clock) as desk:
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+async def desk(request: pytest.FixtureRequest, tmp_path: Path, clock: FixedClock) -> AsyncIterator[Desk]:
+    """A migrated desk, on SQLite and on PostgreSQL: a copy of one migrated template per engine
+    (migrating takes longer than most tests; tests/core/test_migrations.py migrates for real)."""
+    if request.param == "sqlite":
+        url = copy_of(request.getfixturevalue("migrated_sqlite"), tmp_path)
+    else:
+        url = await _fresh_postgres_database(request.getfixturevalue("postgres_server"),
+                                             template=request.getfixturevalue("migrated_postgres"))
+    async with open_desk(url, tmp_path, clock, migrate=False) as desk:
         yield desk
 
 
 @pytest.fixture(scope="session")
 def migrated_sqlite(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One migrated SQLite file, copied for each test: migrating takes longer than many tests."""
+    """One migrated SQLite file, copied for each test."""
     directory = tmp_path_factory.mktemp("template")
 
     async def migrate() -> None:
         async with open_desk(sqlite_url(directory), directory):
             pass  # closing the last connection folds the WAL back into the file
 
-    asyncio.run(migrate())
+    _run_aside(migrate)
     return directory / "desk.db"
+
+
+@pytest.fixture(scope="session")
+def migrated_postgres(postgres_server: str, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The name of one migrated PostgreSQL database, each test's template (CREATE DATABASE … TEMPLATE)."""
+    url: list[str] = []
+
+    async def migrate() -> None:
+        url.append(await _fresh_postgres_database(postgres_server))
+        async with open_desk(url[0], tmp_path_factory.mktemp("pg-template")):
+            pass  # disposed: a template must have no open connections
+
+    _run_aside(migrate)
+    return url[0].rsplit("/", 1)[1]
 
 
 @pytest.fixture

@@ -2,29 +2,19 @@
 
 from __future__ import annotations
 
-import asyncio
-import shutil
-import uuid
-from collections.abc import AsyncIterator, Callable, Coroutine
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import pytest
 from sqlalchemy import func, select, text
 
-from core.attachments import AttachmentStore
-from core.db import Database
-from core.desk import CoreSettings, Desk
+from core.desk import Desk
 from core.enums import Priority
 from core.intake import Intake, IntakeSettings, KeywordRule, Outcome
-from core.migrate import upgrade
 from core.models import Event, InboundMail, Message, Ticket
 from core.tokens import Signer
 from mail_gateway.handoff import Handoff
 from mail_gateway.store import store_received
-from tests.conftest import FixedClock
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 # The tokens inside tests/mail/fixtures/pipeline_*.eml are signed with this key for ticket 1000
@@ -102,73 +92,6 @@ async def stored_row(desk: Desk, mail_id: int) -> InboundMail:
 async def events_of_type(desk: Desk, type_: str) -> list[Event]:
     async with desk.db.read() as session:
         return list(await session.scalars(select(Event).where(Event.type == type_).order_by(Event.id)))
-
-
-# --- fast desks: migrate once per run, copy per test ------------------------------------------------
-# Migrating a fresh database costs 0.5-2 s on this shared machine; the pipeline tests need well over
-# a hundred desks. The desks below are copies of one migrated template, on both engines.
-
-def _run_aside(build: Callable[[], Coroutine[Any, Any, None]]) -> None:
-    """Run on a loop of its own in a thread: these fixtures may be set up while a test's loop runs."""
-    with ThreadPoolExecutor(1) as pool:
-        pool.submit(lambda: asyncio.run(build())).result()
-
-
-@pytest.fixture(scope="session")
-def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("template") / "desk.db"
-
-    async def build() -> None:
-        db = Database(f"sqlite+aiosqlite:///{path}")
-        await upgrade(db)
-        await db.dispose()
-
-    _run_aside(build)
-    return path
-
-
-@pytest.fixture(scope="session")
-def postgres_template(postgres_server: str) -> str:
-    base = postgres_server.replace("postgresql+asyncpg://", "postgresql://")
-    name = f"tmpl_{uuid.uuid4().hex[:10]}"
-
-    async def build() -> None:
-        conn = await asyncpg.connect(base)
-        try:
-            await conn.execute(f'CREATE DATABASE "{name}"')
-        finally:
-            await conn.close()
-        db = Database(postgres_server.rsplit("/", 1)[0] + "/" + name)
-        await upgrade(db)
-        await db.dispose()
-
-    _run_aside(build)
-    return name
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-async def desk(request: pytest.FixtureRequest, tmp_path: Path, clock: FixedClock) -> AsyncIterator[Desk]:
-    """Like tests/conftest.py's `desk`, from a migrated template instead of migrating each time."""
-    if request.param == "sqlite":
-        target = tmp_path / "desk.db"
-        shutil.copyfile(request.getfixturevalue("sqlite_template"), target)
-        url = f"sqlite+aiosqlite:///{target}"
-    else:
-        server = request.getfixturevalue("postgres_server")
-        template = request.getfixturevalue("postgres_template")
-        name = f"t_{uuid.uuid4().hex[:12]}"
-        conn = await asyncpg.connect(server.replace("postgresql+asyncpg://", "postgresql://"))
-        try:
-            await conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
-        finally:
-            await conn.close()
-        url = server.rsplit("/", 1)[0] + "/" + name
-    made = Desk(Database(url), CoreSettings(categories=("general", "billing", "technical")),
-                AttachmentStore(tmp_path / "attachments"), clock)
-    try:
-        yield made
-    finally:
-        await made.close()
 
 
 async def make_inserts_fail(desk: Desk) -> None:

@@ -18,7 +18,6 @@ from core.intake import Intake, Kind, ledger
 from core.models import Contact, InboundMail, Message, Participant, Ticket
 from mail_gateway.handoff import Handoff
 from mail_gateway.store import store_received, store_received_many
-from tests.mail import pipeline_support
 from tests.mail.pipeline_support import (
     allow_inserts,
     break_ticket_creation,
@@ -29,10 +28,6 @@ from tests.mail.pipeline_support import (
     take_batch,
 )
 from tests.mail.test_processing import simple_mail
-
-desk = pipeline_support.desk
-sqlite_template = pipeline_support.sqlite_template
-postgres_template = pipeline_support.postgres_template
 
 ctx = make_context()
 

@@ -15,14 +15,9 @@ from core.models import InboundMail, Ticket
 from mail_gateway.smtp_listener import SmtpListener
 from mail_gateway.worker import InboundWorker
 from tests.kit import eventually
-from tests.mail import pipeline_support
 from tests.mail.pipeline_support import count, make_context, make_inserts_fail
 from tests.mail.test_smtp_listener import mail
 from tests.servers import Postfix, start_postfix, started
-
-desk = pipeline_support.desk
-sqlite_template = pipeline_support.sqlite_template
-postgres_template = pipeline_support.postgres_template
 
 ctx = make_context()
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import shutil
 
 import pytest
 from sqlalchemy import select, update
@@ -11,7 +10,7 @@ from sqlalchemy import select, update
 from core import inbound
 from core.attachments import AttachmentStore
 from core.db import Database
-from core.desk import CoreSettings, Desk
+from core.desk import Desk
 from core.enums import InboundStatus, OutboxStatus, Priority, Status
 from core.events import EventType
 from core.intake import Intake, Kind, Outcome
@@ -20,7 +19,6 @@ from core.queries import ticket_detail
 from core.services import StaffRef, block_sender, reply, set_status
 from mail_gateway.store import store_received
 from mail_gateway.worker import InboundWorker
-from tests.mail import pipeline_support
 from tests.mail.pipeline_support import (
     FIXTURES,
     break_ticket_creation,
@@ -33,11 +31,6 @@ from tests.mail.pipeline_support import (
     stored_row,
     take_stored,
 )
-
-# Fixtures from pipeline_support: desks copied from a migrated template (this folder has no conftest).
-desk = pipeline_support.desk
-sqlite_template = pipeline_support.sqlite_template
-postgres_template = pipeline_support.postgres_template
 
 STAFF = StaffRef("Sam", discord_id=42)
 ctx = make_context()
@@ -92,18 +85,6 @@ EXPECTED = {
     "forwarded.eml": (Kind.OPENED, 1001, False),
     "attachment_only.eml": (Kind.OPENED, 1001, False),
 }
-
-
-@pytest.fixture
-async def sqlite_desk(sqlite_template, tmp_path, clock):
-    """The fixture table runs on SQLite only: engine behaviour is covered by the tests below."""
-    shutil.copyfile(sqlite_template, tmp_path / "desk.db")
-    desk = Desk(Database(f"sqlite+aiosqlite:///{tmp_path / 'desk.db'}"), CoreSettings(),
-                AttachmentStore(tmp_path / "attachments"), clock)
-    try:
-        yield desk
-    finally:
-        await desk.close()
 
 
 @pytest.mark.parametrize("name", ALL_FIXTURES)

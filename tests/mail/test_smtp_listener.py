@@ -22,18 +22,12 @@ from mail_gateway.smtp_listener import SmtpListener, tls_context
 from mail_gateway.worker import InboundWorker
 from tests.conftest import need_server
 from tests.kit import eventually
-from tests.mail import pipeline_support
 from tests.mail.pipeline_support import (
     count,
     fixture,
     make_context,
     make_inserts_fail,
 )
-
-# Fixtures from pipeline_support: desks copied from a migrated template (this folder has no conftest).
-desk = pipeline_support.desk
-sqlite_template = pipeline_support.sqlite_template
-postgres_template = pipeline_support.postgres_template
 
 ctx = make_context()
 LIMIT = 50_000
