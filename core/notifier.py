@@ -16,7 +16,15 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from core.addresses import OwnAddresses, redact, redact_addresses
 from core.desk import Desk
 from core.enums import Direction, Status
-from core.event_types import EventType, OutboundFailed, StatusChanged, StatusReason, typed
+from core.event_types import (
+    EventType,
+    OutboundFailed,
+    PendingReminderDue,
+    StatusChanged,
+    StatusReason,
+    TicketOpened,
+    typed,
+)
 from core.mail_drafts import Draft, FileAttachment, MailComposer, Recipient
 from core.message_ids import message_ids
 from core.models import Contact, Event, Message, OutboxMail, Participant, Staff, Ticket
@@ -106,7 +114,8 @@ class Notifier:
     async def _acknowledge(self, uow: UnitOfWork, event: Event) -> None:
         session = uow.session
         message = await session.get(Message, event.message_id) if event.message_id else None
-        if event.data.get("machine") or (message is not None and message.is_machine):
+        opened = typed(event)
+        if (isinstance(opened, TicketOpened) and opened.machine) or (message is not None and message.is_machine):
             return  # never answer an auto-reply, bounce or list mail
         ticket = await _ticket(session, event)
         to = await self._automatic_recipients(session, ticket, event)
@@ -144,7 +153,8 @@ class Notifier:
         to = await self._automatic_recipients(session, ticket, event)
         if not to:
             return
-        resolve_at = event.data.get("resolve_at")
+        reminder = typed(event)
+        resolve_at = reminder.resolve_at if isinstance(reminder, PendingReminderDue) else None
         resolve_on = datetime.fromisoformat(resolve_at).strftime("%d %B %Y") if resolve_at else ""
         in_reply_to, references = await _thread(session, ticket)
         await self._queue(uow, event, ticket, self._draft(

@@ -13,7 +13,17 @@ from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.enums import ACTIVE_STATUSES, Priority, Status
-from core.event_types import EventType, StatusChanged, StatusReason, typed
+from core.event_types import (
+    CustomerReplied,
+    EventType,
+    Merged,
+    PriorityChanged,
+    StaffReplied,
+    StatusChanged,
+    StatusReason,
+    TicketOpened,
+    typed,
+)
 from core.models import Event, Ticket
 from core.sla.policy import ClockKind, SlaSettings
 from core.sla_models import ClockState, SlaClock, SlaTimer, TimerAction
@@ -40,24 +50,21 @@ class SlaClocks:
         ticket = await session.get(Ticket, event.ticket_id)
         if ticket is None:
             return
-        at, data = event.created_at, event.data or {}
-        if event.type == EventType.TICKET_OPENED:
-            if not data.get("machine"):
+        at, change = event.created_at, typed(event)
+        match change:
+            case TicketOpened(machine=False):
                 await self._start_new_ticket(session, ticket, at)
-        elif event.type == EventType.CUSTOMER_REPLIED:
-            if not data.get("machine"):
+            case CustomerReplied(machine=False):
                 await self._customer_wrote(session, ticket, event)
-        elif event.type == EventType.STAFF_REPLIED:
-            for clock in await _active(session, ticket.id, ClockKind.FIRST_RESPONSE, ClockKind.NEXT_RESPONSE):
-                await self._stop(session, clock, at, ClockState.MET)
-        elif event.type == EventType.STATUS_CHANGED:
-            change = typed(event)
-            assert isinstance(change, StatusChanged)
-            await self._status_changed(session, ticket, Status(change.from_), Status(change.to), change.reason, at)
-        elif event.type == EventType.PRIORITY_CHANGED:
-            await self._priority_changed(session, ticket, Priority(data["to"]), at)
-        elif event.type == EventType.MERGED and data.get("from") == ticket.number:
-            await self._cancel_everything(session, ticket.id, at)
+            case StaffReplied():
+                for clock in await _active(session, ticket.id, ClockKind.FIRST_RESPONSE, ClockKind.NEXT_RESPONSE):
+                    await self._stop(session, clock, at, ClockState.MET)
+            case StatusChanged():
+                await self._status_changed(session, ticket, Status(change.from_), Status(change.to), change.reason, at)
+            case PriorityChanged():
+                await self._priority_changed(session, ticket, Priority(change.to), at)
+            case Merged() if change.from_ == ticket.number:
+                await self._cancel_everything(session, ticket.id, at)
 
     async def _start_new_ticket(self, session: AsyncSession, ticket: Ticket, at: datetime) -> None:
         for kind in (ClockKind.FIRST_RESPONSE, ClockKind.RESOLUTION):
