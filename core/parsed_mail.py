@@ -81,6 +81,8 @@ class ParsedMail:
     delivery_report: DeliveryReport | None
     report_type: str | None  # any multipart/report: "delivery-status", "disposition-notification"…
     defects: list[str] = field(default_factory=list)
+    # Every address the From header names (RFC 5322 allows several; a customer's mail has one).
+    from_addresses: list[Address] = field(default_factory=list)
 
     def __reduce__(self) -> tuple[object, tuple[dict[str, object]]]:
         # To and from the parsing process: `headers` is a read-only view, which pickle cannot carry.

@@ -312,7 +312,7 @@ def _parse(raw: bytes, depth: int, budget: _Budget) -> ParsedMail:
         in_reply_to=mime.message_ids(first("in-reply-to")),
         references=mime.message_ids(" ".join(raw_values("references"))),
         subject=mime.one_line(mime.decode_words(first("subject") or "", defects)),
-        from_=senders[0] if senders else None,
+        from_=senders[0] if senders else None, from_addresses=senders,
         reply_to=_addresses(raw_values("reply-to"), defects),
         to=_addresses(raw_values("to"), defects),
         cc=_addresses(raw_values("cc"), defects),
