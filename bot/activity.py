@@ -16,6 +16,7 @@ from core.event_types import (
     Merged,
     OutboundFailed,
     ParticipantAdded,
+    ParticipantsHeld,
     PriorityChanged,
     SlaAtRisk,
     SlaBreached,
@@ -52,6 +53,9 @@ def activity_line(event: Event, who: str, ref: Callable[[int], str], alert: str)
             return f"{ref(source)} merged into **{ref(target)}** by {who}"
         case ParticipantAdded(email=email):
             return f"{email} is now in copy"
+        case ParticipantsHeld(emails=emails, limit=limit):
+            return truncate(f"Not added to the conversation ({limit}), so no reply goes to them: "
+                            f"{', '.join(emails or ())}", 2000)
         case OutboundFailed() | MailBounced() | MailQuarantined():
             return f"⚠️ {alert}"
     return None

@@ -105,6 +105,8 @@ def starter_embed(ticket: TicketDetail, due: Sequence[str] = ()) -> discord.Embe
     others = [p for p in ticket.participants if p != ticket.requester]
     if others:
         embed.add_field(name="Also in copy", value=truncate(", ".join(others), FIELD_VALUE_MAX), inline=False)
+    if ticket.follow_up_of is not None:
+        embed.add_field(name="Linked to", value=str(ticket.follow_up_of), inline=False)
     if ticket.merged_into is not None:
         embed.add_field(name="Merged into", value=str(ticket.merged_into), inline=False)
     embed.set_footer(text="Plain chat in this post stays internal: only /reply reaches the customer.")

@@ -28,6 +28,7 @@ class EventType(StrEnum):
     CATEGORY_CHANGED = "CategoryChanged"
     TAGS_CHANGED = "TagsChanged"
     PARTICIPANT_ADDED = "ParticipantAdded"
+    PARTICIPANTS_HELD = "ParticipantsHeld"
     MERGED = "Merged"
     CONTACT_BLOCKED = "ContactBlocked"
     CONTACT_UNBLOCKED = "ContactUnblocked"
@@ -112,6 +113,8 @@ def _status_reason(value: object) -> StatusReason:
 @dataclass(frozen=True, kw_only=True)
 class TicketOpened(DomainEvent):
     follow_up_of: int | None = None  # the number of the closed ticket this one follows up
+    # the number of a ticket the mail named but whose conversation its sender may not join
+    refers_to: int | None = None
     machine: bool = False
 
 
@@ -137,6 +140,16 @@ class NoteAdded(DomainEvent):
 @dataclass(frozen=True, kw_only=True)
 class ParticipantAdded(DomainEvent):
     email: str = ""
+
+
+@event_type(EventType.PARTICIPANTS_HELD)
+@dataclass(frozen=True, kw_only=True)
+class ParticipantsHeld(DomainEvent):
+    """A customer's mail named more people than a ticket admits: these were not added (no staff reply
+    goes to them) until staff add them."""
+
+    emails: list[str] | None = None
+    limit: str = ""  # which cap: "per mail" or "per ticket"
 
 
 @event_type(EventType.MERGED)

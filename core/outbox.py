@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import exists, func, or_, select, update
+from sqlalchemy import ColumnElement, and_, exists, func, or_, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
@@ -30,8 +30,13 @@ class RetryPolicy:
     initial: timedelta = timedelta(seconds=60)
     maximum: timedelta = timedelta(hours=1)
     give_up_after: timedelta = timedelta(days=3)
-    # A claim is a lease: a sender that dies mid-send leaves the row to be claimed again after this.
-    lease: timedelta = timedelta(minutes=5)
+    # A claim is a lease: the sender renews it every `lease / 4` while it sends, so a mail in progress
+    # never loses it; a sender that dies leaves its rows to be claimed again within `lease`.
+    lease: timedelta = timedelta(seconds=60)
+
+    @property
+    def renew_every(self) -> timedelta:
+        return self.lease / 4
 
     def delay(self, attempts: int, rng: random.Random | None = None) -> timedelta:
         backoff = Backoff(self.initial.total_seconds(), self.maximum.total_seconds())
@@ -84,6 +89,9 @@ async def claim_due(desk: Desk, policy: RetryPolicy, limit: int = 20) -> list[Ou
     A mail waits while an earlier mail of its ticket is still queued or being sent, so a customer
     never gets the second reply before the first. On PostgreSQL, FOR UPDATE SKIP LOCKED lets
     several senders share the outbox without sending a row twice.
+
+    Each claim adds one to `attempts`, so a row's (id, attempts) names the claim: the lease is renewed,
+    and the row released or marked, only by the sender holding that claim (`Claim`).
     """
     now = desk.clock()
     earlier = aliased(OutboxMail)
@@ -106,19 +114,70 @@ async def claim_due(desk: Desk, policy: RetryPolicy, limit: int = 20) -> list[Ou
         return rows
 
 
-async def mark_sent(desk: Desk, mail_id: int, note: str | None = None) -> None:
+Claim = Mapping[int, int]  # outbox id -> its `attempts` as this sender claimed it
+
+
+def _held(claim: Claim) -> ColumnElement[bool]:
+    """The rows of `claim` still claimed by it: nobody reclaimed them after their lease ran out."""
+    return and_(tuple_(OutboxMail.id, OutboxMail.attempts).in_(list(claim.items())),
+                OutboxMail.status == OutboxStatus.SENDING)
+
+
+async def renew_lease(desk: Desk, claim: Claim, policy: RetryPolicy) -> set[int]:
+    """Extend the lease of the rows this sender still holds; returns their ids (the others were lost)."""
+    if not claim:
+        return set()
     async with desk.db.transaction() as session:
-        await session.execute(update(OutboxMail).where(OutboxMail.id == mail_id).values(
-            status=OutboxStatus.SENT, sent_at=desk.clock(), last_error=note))
+        result = await session.execute(
+            update(OutboxMail).where(_held(claim)).values(next_attempt_at=desk.clock() + policy.lease)
+            .returning(OutboxMail.id).execution_options(synchronize_session=False))
+        return set(result.scalars())
 
 
-async def mark_retry(desk: Desk, mail_id: int, error: str, policy: RetryPolicy) -> bool:
-    """Try again later; after `give_up_after` of failing, fail for good. True if it will be retried."""
+async def release(desk: Desk, claim: Claim) -> int:
+    """Give back claimed rows that were never handed to the relay: due again now, the claim not counted."""
+    if not claim:
+        return 0
+    async with desk.db.transaction() as session:
+        result = await session.execute(
+            update(OutboxMail).where(_held(claim)).values(
+                status=OutboxStatus.QUEUED, attempts=OutboxMail.attempts - 1, next_attempt_at=desk.clock())
+            .returning(OutboxMail.id).execution_options(synchronize_session=False))
+        return len(result.all())
+
+
+async def mark_sent(desk: Desk, mail_id: int, note: str | None = None, *, attempt: int | None = None) -> bool:
+    """The relay said 250: one short transaction, right away (a crash before it commits resends the mail).
+
+    With `attempt` (the row's `attempts` as claimed), False says another sender had claimed it again
+    meanwhile (this sender's lease ran out): it is marked sent all the same, and may go out twice.
+    """
+    values = {"status": OutboxStatus.SENT, "sent_at": desk.clock(), "last_error": note}
+    async with desk.db.transaction() as session:
+        if attempt is not None:
+            held = await session.execute(update(OutboxMail).where(_held({mail_id: attempt})).values(**values)
+                                         .execution_options(synchronize_session=False))
+            if held.rowcount == 1:  # type: ignore[attr-defined]
+                return True
+        await session.execute(update(OutboxMail).where(OutboxMail.id == mail_id).values(**values)
+                              .execution_options(synchronize_session=False))
+        return attempt is None
+
+
+async def mark_retry(desk: Desk, mail_id: int, error: str, policy: RetryPolicy, *,
+                     attempt: int | None = None) -> bool | None:
+    """Try again later; after `give_up_after` of failing, fail for good. True if it will be retried.
+
+    With `attempt`, nothing changes (None) unless the row is still this sender's claim: a mail that
+    another sender claimed again, or already sent, is never put back in the queue by a stale sender.
+    """
     now = desk.clock()
     async with desk.unit_of_work() as uow:
         row = await uow.session.get(OutboxMail, mail_id, with_for_update=True)
         if row is None:
             return False
+        if attempt is not None and (row.status != OutboxStatus.SENDING or row.attempts != attempt):
+            return None
         if now - row.created_at >= policy.give_up_after:
             _fail(uow, row, f"gave up after {row.attempts} attempts: {error}", now)
             return False
@@ -128,13 +187,18 @@ async def mark_retry(desk: Desk, mail_id: int, error: str, policy: RetryPolicy) 
         return True
 
 
-async def mark_failed(desk: Desk, mail_id: int, error: str) -> None:
-    """A permanent failure: the mail stays, marked failed, and staff hear of it through an event."""
+async def mark_failed(desk: Desk, mail_id: int, error: str, *, attempt: int | None = None) -> bool:
+    """A permanent failure: the mail stays, marked failed, and staff hear of it through an event.
+
+    With `attempt`, only while the row is still this sender's claim; False when nothing changed.
+    """
     now = desk.clock()
     async with desk.unit_of_work() as uow:
         row = await uow.session.get(OutboxMail, mail_id, with_for_update=True)
-        if row is not None:
-            _fail(uow, row, error, now)
+        if row is None or (attempt is not None and (row.status != OutboxStatus.SENDING or row.attempts != attempt)):
+            return False
+        _fail(uow, row, error, now)
+        return True
 
 
 def _fail(uow: UnitOfWork, row: OutboxMail, error: str, now: datetime) -> None:

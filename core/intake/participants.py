@@ -7,7 +7,9 @@ from core.intake.settings import IntakeSettings
 from core.parsed_mail import ParsedMail
 from core.services import ContactRef
 
-MAX_CC = 20  # participants added from one mail's To/Cc; more is a mailing, not a conversation
+# Other recipients looked at in one mail: thousands of Cc is a mailing, and the caps of the ticket
+# (IntakeSettings.max_cc_per_mail, max_participants_per_ticket) admit far fewer anyway.
+MAX_LOOKED_AT = 100
 
 
 def sender_of(mail: ParsedMail, envelope_from: str | None) -> str | None:
@@ -20,7 +22,8 @@ def sender_of(mail: ParsedMail, envelope_from: str | None) -> str | None:
 
 
 def other_recipients(mail: ParsedMail, settings: IntakeSettings, sender: str) -> list[ContactRef]:
-    """Everyone else the customer wrote to, except our own addresses, at most MAX_CC of them."""
+    """Everyone else the customer wrote to, except our own addresses, in order (the services admit
+    the first of them up to the caps, and name the rest to staff)."""
     seen = {sender}
     refs: list[ContactRef] = []
     for address in [*mail.to, *mail.cc]:
@@ -29,4 +32,6 @@ def other_recipients(mail: ParsedMail, settings: IntakeSettings, sender: str) ->
             continue
         seen.add(email)
         refs.append(ContactRef(email, address.name or ""))
-    return refs[:MAX_CC]
+        if len(refs) == MAX_LOOKED_AT:
+            break
+    return refs

@@ -161,6 +161,20 @@ class DaemonSender:
         return f"sent by {local}" if local in self.LOCAL_PARTS else None
 
 
+class OneSender:
+    """A customer's mail comes from one mailbox. From may name several (RFC 5322 then wants a
+    Sender): such a mail cannot be answered as anyone in particular, and is a known way to look like
+    someone else to a reader who checks only one of them."""
+
+    name = "one-sender"
+
+    async def check(self, mail: ParsedMail, ctx: RuleContext) -> str | None:
+        if len(mail.from_addresses) > 1:
+            shown = ", ".join(a.email for a in mail.from_addresses[:3])
+            return f"From names {len(mail.from_addresses)} addresses ({shown[:200]})"
+        return None
+
+
 class BlockedSender:
     name = "blocked-sender"
 
@@ -231,6 +245,7 @@ CHAIN: tuple[Link, ...] = (
     Link(MailingList(), Action.MACHINE),
     Link(NullReturnPath(), Action.MACHINE),
     Link(DaemonSender(), Action.MACHINE),
+    Link(OneSender(), Action.HOLD),
     Link(BlockedSender(), Action.HOLD),
     Link(NewTicketRateLimit(), Action.HOLD),
     Link(Oversize(), Action.HOLD),

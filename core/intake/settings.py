@@ -29,6 +29,8 @@ class IntakeSettings:
     max_attachment_bytes: int = 25 * 1024 * 1024
     new_tickets_per_sender: int = 5
     new_tickets_window: timedelta = timedelta(minutes=10)
+    max_cc_per_mail: int = 10
+    max_participants_per_ticket: int = 25
     category_by_address: Mapping[str, str] = field(default_factory=dict)
     keyword_rules: tuple[KeywordRule, ...] = ()
     # The edge's parse budget: a mail that takes longer is quarantined with this as the reason.

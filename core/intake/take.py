@@ -27,6 +27,7 @@ from core.services import (
     MailContent,
     NewAttachment,
     NewTicket,
+    ParticipantCaps,
     add_customer_message,
     open_tickets,
     remember_contacts,
@@ -53,6 +54,7 @@ class Intake:
     def __init__(self, desk: Desk, settings: IntakeSettings) -> None:
         self.desk = desk
         self.settings = settings
+        self.caps = ParticipantCaps(settings.max_cc_per_mail, settings.max_participants_per_ticket)
 
     async def take(self, batch: Sequence[Parsed]) -> list[Outcome]:
         """What becomes of each mail, in the order given, written in one unit of work.
@@ -129,10 +131,14 @@ class Intake:
             # Delivered-To and its kin name the address a Bcc or an alias reached, when read over IMAP.
             recipients = [a.email for a in [*mail.to, *mail.cc] if a.email] + [*mail.delivered_to, *held.envelope_to]
             routed = route(self.settings, recipients, mail.subject or "", mail.text or "")
-            request = NewTicket(author, content, cc=cc, category=routed.category, priority=routed.priority)
-            step.waiting.append(_Opening(held.id, request, _why(routed.why, machine_why)))
+            request = NewTicket(author, content, cc=cc, category=routed.category, priority=routed.priority,
+                                refers_to=match.refers_to, caps=self.caps)
+            refers = (f"refers to {self.desk.format_number(match.refers_to)}, whose conversation its sender is not "
+                      "part of" if match.refers_to else "")
+            step.waiting.append(_Opening(held.id, request, _why(refers, routed.why, machine_why)))
             return None
-        change = await add_customer_message(self.desk, match.ticket_number, author, content, cc=cc, uow=uow)
+        change = await add_customer_message(self.desk, match.ticket_number, author, content, cc=cc, caps=self.caps,
+                                            uow=uow)
         why = _why(f"matched by {match.via}" + (f" ({match.detail})" if match.detail else ""), machine_why)
         step.marks.add(held.id, ticket_id=change.ticket.id, reason=why, at=now)
         kind = Kind.OPENED if change.created else Kind.ADDED  # a closed ticket's follow-up is a new one

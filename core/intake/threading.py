@@ -42,6 +42,9 @@ class ThreadMatch:
     ticket_number: int | None = None
     earlier: EarlierCopy | None = None  # for a duplicate: what the earlier copy became
     detail: str = ""
+    # A new ticket's mail named this ticket (its token or a Message-ID of it) but its sender may not
+    # join it: the new ticket is linked to it and staff see why.
+    refers_to: int | None = None
 
 
 def bracketed(message_id: str) -> str:
@@ -67,19 +70,44 @@ async def match_thread(uow: UnitOfWork, desk: Desk, stored: StoredMail, mail: Pa
     # Newest last: of a long References chain the end, then In-Reply-To (the mail answered).
     parents = mail.in_reply_to[:MAX_PARENTS]
     referenced = [*mail.references[max(0, len(mail.references) + len(parents) - MAX_IDS_LOOKED_UP):], *parents]
+    # A token or a Message-ID can be forwarded, leaked or guessed from a copy: it names the ticket,
+    # and the sender must also be one of its participants, or have been sent the mail it names.
+    refers_to: int | None = None
     number, detail = await _by_token(session, mail, settings, referenced, stored.envelope_to)
     if number is not None:
-        return ThreadMatch(Via.TOKEN, number, detail=detail)
+        if await _may_join(session, number, sender, referenced):
+            return ThreadMatch(Via.TOKEN, number, detail=detail)
+        refers_to = number
     number = await _by_known_message_id(session, referenced)
     if number is not None:
-        return ThreadMatch(Via.REFERENCES, number)
+        if await _may_join(session, number, sender, referenced):
+            return ThreadMatch(Via.REFERENCES, number)
+        refers_to = refers_to or number
     number = await _by_subject_tag(session, desk, mail.subject or "", sender)
     if number is not None:
         return ThreadMatch(Via.SUBJECT_TAG, number)
     number = await _by_reply_read_first(session, mail, sender)
     if number is not None:
         return ThreadMatch(Via.REPLY_READ_FIRST, number)
-    return ThreadMatch(Via.NEW)
+    return ThreadMatch(Via.NEW, refers_to=refers_to)
+
+
+async def _may_join(session: AsyncSession, number: int, sender: str | None, referenced: Sequence[str]) -> bool:
+    """The sender takes part in the ticket, or was a recipient of one of our mails it refers to."""
+    if not sender:
+        return False
+    ticket = await follow_merges(session, number)
+    if ticket is None:
+        return False
+    if await is_participant(session, ticket, sender):
+        return True
+    forms = _id_forms(referenced)
+    if not forms:
+        return False
+    for recipients in await session.scalars(_RECIPIENTS_OF, {"forms": forms, "ticket_id": ticket.id}):
+        if sender in {str(r).strip().lower() for r in recipients or ()}:
+            return True
+    return False
 
 
 async def _by_token(session: AsyncSession, mail: ParsedMail, settings: IntakeSettings,
@@ -154,6 +182,9 @@ _BY_MESSAGE_ID = (select(Ticket.number, Ticket.merged_into_id).join(Message, Mes
                   .order_by(Message.id.desc()).limit(1))
 _BY_OUTBOX_ID = (select(Ticket.number, Ticket.merged_into_id).join(OutboxMail, OutboxMail.ticket_id == Ticket.id)
                  .where(OutboxMail.rfc822_message_id.in_(bindparam("forms", expanding=True))).limit(1))
+_RECIPIENTS_OF = (select(OutboxMail.recipients)
+                  .where(OutboxMail.rfc822_message_id.in_(bindparam("forms", expanding=True)),
+                         OutboxMail.ticket_id == bindparam("ticket_id")).limit(MAX_IDS_LOOKED_UP))
 _ANSWERED_BY = (select(Ticket.number, Ticket.merged_into_id, Contact.email)
                 .join(Message, Message.ticket_id == Ticket.id)
                 .join(Contact, Contact.id == Message.author_contact_id)

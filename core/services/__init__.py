@@ -7,6 +7,7 @@ from core.services.merge import merge
 from core.services.tickets import (
     MailContent,
     NewTicket,
+    ParticipantCaps,
     TicketChange,
     add_customer_message,
     add_note,
@@ -17,7 +18,7 @@ from core.services.tickets import (
 from core.services.triage import assign, claim, set_category, set_priority, set_status, tag, unassign
 
 __all__ = [
-    "ContactRef", "MailContent", "NewAttachment", "NewTicket", "StaffRef", "TicketChange",
+    "ContactRef", "MailContent", "NewAttachment", "NewTicket", "ParticipantCaps", "StaffRef", "TicketChange",
     "add_customer_message", "add_note", "assign", "block_sender", "claim", "find_contact", "get_snippet",
     "is_blocked",
     "list_snippets", "merge", "open_ticket", "open_tickets", "remember_contacts", "remove_snippet",

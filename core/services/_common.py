@@ -276,6 +276,11 @@ async def add_new_participants(session: AsyncSession, rows: Sequence[tuple[Ticke
         ], ["ticket_id", "contact_id"])
 
 
+async def participant_emails(session: AsyncSession, ticket: Ticket) -> set[str]:
+    return set(await session.scalars(select(Contact.email).join(Participant, Participant.contact_id == Contact.id)
+                                     .where(Participant.ticket_id == ticket.id)))
+
+
 async def is_participant(session: AsyncSession, ticket: Ticket, email: str) -> bool:
     found = await session.scalar(
         select(Participant.contact_id)

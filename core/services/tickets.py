@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -14,6 +14,7 @@ from core.event_types import (
     CustomerReplied,
     NoteAdded,
     ParticipantAdded,
+    ParticipantsHeld,
     StaffReplied,
     StatusReason,
     TicketOpened,
@@ -29,10 +30,12 @@ from core.services._common import (
     ensure_contact,
     ensure_contacts,
     ensure_staff,
+    follow_merges,
     insert_all_now,
     insert_now,
     next_ticket_numbers,
     normalize_email,
+    participant_emails,
     record,
     store_attachments,
     ticket_for_update,
@@ -69,6 +72,22 @@ class TicketChange:
 
 
 @dataclass(frozen=True)
+class ParticipantCaps:
+    """How many of a customer's other recipients join a ticket: per mail, and per ticket in all."""
+
+    per_mail: int
+    per_ticket: int
+
+    def split(self, cc: Sequence[ContactRef], present: int) -> tuple[list[ContactRef], list[ContactRef]]:
+        """(admitted, held) of `cc` (new to the ticket) when it has `present` participants."""
+        room = max(0, min(self.per_mail, self.per_ticket - present))
+        return list(cc[:room]), list(cc[room:])
+
+
+NO_CAPS = ParticipantCaps(per_mail=10**9, per_ticket=10**9)
+
+
+@dataclass(frozen=True)
 class NewTicket:
     """What opens a ticket: a customer's mail, who else it went to, and how it was routed."""
 
@@ -78,6 +97,11 @@ class NewTicket:
     category: str | None = None
     priority: Priority | None = None
     tags: Sequence[str] = ()
+    # The number of a ticket the mail named (a token, a Message-ID) whose conversation its sender
+    # may not join: the new ticket is linked to it, and staff are told.
+    refers_to: int | None = None
+    caps: ParticipantCaps = NO_CAPS
+    held_cc: Sequence[ContactRef] = ()  # left out by the caps (filled in by open_tickets)
 
 
 async def open_ticket(
@@ -105,15 +129,18 @@ async def open_tickets(desk: Desk, requests: Sequence[NewTicket], *,
     async with within(desk, uow) as uow:
         # Requesters and everyone they wrote to in one insert, sorted: concurrent batches on
         # PostgreSQL then lock new contacts in one order (each may name the other's requesters).
+        requests = [_capped(r) for r in requests]
         everyone = [r.requester for r in requests] + [ref for r in requests for ref in r.cc]
         contacts = await ensure_contacts(uow, everyone, desk.clock())
+        linked = {r.refers_to: await follow_merges(uow.session, r.refers_to) for r in requests if r.refers_to}
         return await _open_many(desk, uow, [
-            _Opening(r, contacts[normalize_email(r.requester.email)]) for r in requests])
+            _Opening(r, contacts[normalize_email(r.requester.email)],
+                     follow_up_of=linked.get(r.refers_to) if r.refers_to else None) for r in requests])
 
 
 async def add_customer_message(
     desk: Desk, number: int, author: ContactRef, content: MailContent, *, cc: Sequence[ContactRef] = (),
-    uow: UnitOfWork | None = None,
+    caps: ParticipantCaps = NO_CAPS, uow: UnitOfWork | None = None,
 ) -> TicketChange:
     """A customer wrote to an existing ticket; reopens it, or opens a follow-up if closed long ago.
 
@@ -128,13 +155,14 @@ async def add_customer_message(
         contact = await ensure_contact(uow, author, now)
         if (ticket.status == Status.CLOSED and not content.is_machine and ticket.closed_at is not None
                 and now - ticket.closed_at > desk.settings.reopen_closed_within):
-            follow_up = NewTicket(author, content, cc=cc, category=ticket.category, priority=ticket.priority)
+            follow_up = _capped(NewTicket(author, content, cc=cc, category=ticket.category, priority=ticket.priority,
+                                          caps=caps))
             return (await _open_many(desk, uow, [_Opening(follow_up, contact, follow_up_of=ticket)]))[0]
 
         message = await _add_message(session, desk, ticket, Direction.INBOUND, content, contact=contact)
         if await add_participant(session, ticket, contact, ParticipantRole.CC):
             record(uow, ParticipantAdded(email=contact.email), at=now, ticket=ticket, contact=contact)
-        await _add_cc(uow, desk, ticket, cc)
+        await _add_cc(uow, desk, ticket, cc, caps)
         reopened = False
         if not content.is_machine:
             ticket.last_customer_message_at = now
@@ -242,18 +270,39 @@ async def _open_many(desk: Desk, uow: UnitOfWork, openings: Sequence[_Opening]) 
         await add_tags(session, ticket, normalize_tags(desk, o.request.tags))
         for contact in cc:
             record(uow, ParticipantAdded(email=contact.email), at=now, ticket=ticket)
-        opened = TicketOpened(follow_up_of=o.follow_up_of.number if o.follow_up_of else None,
-                              machine=o.request.content.is_machine)
+        if o.request.held_cc:
+            record(uow, ParticipantsHeld(emails=[ref.email for ref in o.request.held_cc], limit=_limit(o.request.caps)),
+                   at=now, ticket=ticket)
+        link = o.follow_up_of.number if o.follow_up_of else None
+        opened = TicketOpened(follow_up_of=None if o.request.refers_to else link,
+                              refers_to=link if o.request.refers_to else None, machine=o.request.content.is_machine)
         record(uow, opened, at=now, ticket=ticket, message=message, contact=o.requester)
         changes.append(TicketChange(ticket, message, created=True))
     return changes
 
 
-async def _add_cc(uow: UnitOfWork, desk: Desk, ticket: Ticket, cc: Sequence[ContactRef]) -> None:
-    for ref in cc:
+async def _add_cc(uow: UnitOfWork, desk: Desk, ticket: Ticket, cc: Sequence[ContactRef],
+                  caps: ParticipantCaps) -> None:
+    present = await participant_emails(uow.session, ticket)
+    admitted, held = caps.split([ref for ref in cc if normalize_email(ref.email) not in present], len(present))
+    for ref in admitted:
         contact = await ensure_contact(uow, ref, desk.clock())
         if await add_participant(uow.session, ticket, contact, ParticipantRole.CC):
             record(uow, ParticipantAdded(email=contact.email), at=desk.clock(), ticket=ticket)
+    if held:
+        record(uow, ParticipantsHeld(emails=[ref.email for ref in held], limit=_limit(caps)), at=desk.clock(),
+               ticket=ticket)
+
+
+def _capped(request: NewTicket) -> NewTicket:
+    """The request with only the other recipients its caps admit (the requester is one participant)."""
+    others = [ref for ref in request.cc if normalize_email(ref.email) != normalize_email(request.requester.email)]
+    admitted, held = request.caps.split(list({normalize_email(r.email): r for r in others}.values()), 1)
+    return replace(request, cc=admitted, held_cc=held)
+
+
+def _limit(caps: ParticipantCaps) -> str:
+    return f"at most {caps.per_mail} per mail and {caps.per_ticket} per ticket"
 
 
 async def _add_message(

@@ -1,0 +1,88 @@
+"""Mail that tries to turn the desk against its customers: each test is an attack as an outsider ran it."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+
+from core.event_types import EventType
+from core.intake import Kind
+from core.models import Ticket
+from core.queries import ticket_detail
+from core.services import StaffRef, reply
+from core.tokens import Signer
+from tests.mail.pipeline_support import DOMAIN, SECRET, deliver, events_of_type, make_context, stored_row
+from tests.mail.test_processing import open_alice_ticket, simple_mail
+
+ctx = make_context()
+MALLORY = "mallory@attacker.test"
+SAM = StaffRef("Sam", discord_id=1)
+
+
+def cc_line(count: int, domain: str = "attacker.test", start: int = 0) -> str:
+    return "Cc: " + ", ".join(f"c{i}@{domain}" for i in range(start, start + count)) + "\r\n"
+
+
+async def test_a_stranger_holding_a_customers_message_id_opens_a_linked_ticket_not_hers(desk):
+    number = await open_alice_ticket(desk)  # alice's mail has Message-ID <req-1@customer.test>
+    attack = simple_mail(MALLORY, "Re: Refund for order 42", "Send the refund to my account instead.",
+                         extra="References: <req-1@customer.test>\r\n" + cc_line(20))
+    outcome = await deliver(desk, ctx, attack)
+
+    assert outcome.kind == Kind.OPENED and outcome.ticket_number != number
+    assert f"refers to #{number}" in outcome.detail
+    hers = await ticket_detail(desk, number)
+    assert hers.participants == ["alice@customer.test"]  # nobody joined her conversation
+    assert [m.author for m in hers.messages] == ["alice@customer.test"]
+    theirs = await ticket_detail(desk, outcome.ticket_number)
+    assert theirs.follow_up_of == number  # linked, so staff see what it points at
+    opened = (await events_of_type(desk, EventType.TICKET_OPENED))[-1]
+    assert opened.data["refers_to"] == number
+
+
+async def test_a_stranger_with_our_signed_message_id_or_reply_address_cannot_join(desk):
+    number = await open_alice_ticket(desk)
+    signer = Signer(SECRET, DOMAIN)
+    leaked_id = signer.message_id(number, "r1")  # from a reply alice forwarded, say
+    by_id = await deliver(desk, ctx, simple_mail(MALLORY, "Re: Refund", extra=f"In-Reply-To: <{leaked_id}>\r\n"))
+    by_address = await deliver(desk, ctx, simple_mail(MALLORY, "Re: Refund", message_id="m2@attacker.test"),
+                               envelope_to=(signer.reply_address("support@example.test", number),))
+    for outcome in (by_id, by_address):
+        assert outcome.kind == Kind.OPENED and outcome.ticket_number != number, outcome
+    assert (await ticket_detail(desk, number)).participants == ["alice@customer.test"]
+
+
+async def test_someone_our_reply_went_to_may_answer_it(desk):
+    number = await open_alice_ticket(desk)
+    await deliver(desk, ctx, simple_mail("alice@customer.test", "Re: Refund", message_id="cc@customer.test",
+                                         extra="In-Reply-To: <req-1@customer.test>\r\nCc: bob@customer.test\r\n"))
+    await reply(desk, number, SAM, "We are on it.")
+    # bob was in copy of the conversation, so the reply went to him too: his answer joins.
+    outcome = await deliver(desk, ctx, simple_mail("bob@customer.test", "Re: Refund",
+                                                   extra="In-Reply-To: <cc@customer.test>\r\n"))
+    assert (outcome.kind, outcome.ticket_number) == (Kind.ADDED, number)
+
+
+async def test_a_mail_whose_from_names_two_addresses_is_held_with_the_reason(desk):
+    attack = simple_mail("alice@customer.test, mallory@attacker.test", "Please change my address")
+    outcome = await deliver(desk, ctx, attack)
+    assert outcome.kind == Kind.HELD and "one-sender" in outcome.detail
+    assert "2 addresses" in (await stored_row(desk, outcome.mail_id)).reason
+    async with desk.db.read() as session:
+        assert (await session.scalars(select(Ticket))).first() is None
+
+
+async def test_cc_beyond_the_caps_joins_nobody_and_is_named_to_staff(desk):
+    capped = make_context(max_cc_per_mail=10, max_participants_per_ticket=25)
+    first = await deliver(desk, capped, simple_mail("alice@customer.test", "Many people", message_id="many@c.test",
+                                                    extra=cc_line(20, "customer.test")))
+    number = first.ticket_number
+    assert len((await ticket_detail(desk, number)).participants) == 11  # alice and the first 10
+    for n in range(1, 11):  # eleven mails of 20 Cc each, as the attack run sent them
+        await deliver(desk, capped, simple_mail("alice@customer.test", "Re: Many people",
+                                                extra="In-Reply-To: <many@c.test>\r\n"
+                                                      + cc_line(20, "customer.test", start=20 * n)))
+    participants = (await ticket_detail(desk, number)).participants
+    assert len(participants) == 25
+    held = await events_of_type(desk, EventType.PARTICIPANTS_HELD)
+    named = [email for event in held for email in event.data["emails"]]
+    assert len(named) == 11 * 20 - 24 and not set(named) & set(participants)
