@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import secrets
 import signal
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date
@@ -77,17 +79,64 @@ def open_desk(config: Config) -> Desk:
 
 
 def desk_secret(config: Config) -> bytes:
-    """The HMAC key for reply tokens: from config/env, else generated once and kept in data_dir."""
+    """The HMAC key for reply tokens: from config/env, else generated once and kept in data_dir.
+
+    Made so that processes starting together on a fresh data directory agree on one key and none
+    ever reads a partial one: the key is written to a temporary file (0600) in the same folder,
+    flushed to disk, then linked into place with os.link, which fails when the name exists. The
+    loser of that race reads the winner's complete file. A key file that is empty or too short
+    (cut short by a crash of an older version) stops the start, naming the file."""
     if config.mail.secret:
         return config.mail.secret.encode()
     path = config.desk.data_dir / "secret.key"
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(secrets.token_hex(32))
-        log.info("generated a new signing key in %s (keep it: replies to old mail depend on it)", path)
-    return path.read_text().strip().encode()
+    min_length = 32  # characters; a generated key has 64 (32 random bytes in hex)
+
+    def existing() -> bytes | None:
+        try:
+            key = path.read_bytes().strip()
+        except FileNotFoundError:
+            return None
+        if len(key) < min_length:
+            raise UserError(
+                f"the signing key file {path} is {'empty' if not key else f'too short ({len(key)} characters)'}; "
+                f"a key has at least {min_length} characters. Restore it from a backup, or delete it to "
+                "generate a new one (links in mail already sent, signed with the old key, stop working); "
+                "or set mail.secret / SUPPORTBOT_SECRET")
+        return key
+
+    key = existing()
+    if key is not None:
+        return key
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fresh = secrets.token_hex(32).encode()
+    fd, temporary = tempfile.mkstemp(prefix=".secret.key.", suffix=".tmp", dir=path.parent)  # mode 0600
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(fresh)
+            f.flush()
+            os.fsync(f.fileno())
+        try:
+            os.link(temporary, path)  # atomic, and never replaces a key another process put there
+        except FileExistsError:
+            key = existing()  # the other starter's: complete, since it was linked only after its fsync
+            if key is None:
+                raise UserError(f"the signing key file {path} appeared and vanished while starting; "
+                                "start again") from None
+            return key
+        except OSError as e:
+            raise UserError(f"could not create the signing key file {path}: {e.strerror or e} (the folder's "
+                            "file system must support hard links); or set mail.secret / SUPPORTBOT_SECRET") from e
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+    with contextlib.suppress(OSError):  # make the new name itself durable
+        directory = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
+    log.info("generated a new signing key in %s (keep it: replies to old mail depend on it)", path)
+    return fresh
 
 
 async def build_app(config: Config, *, migrate: bool = True) -> App:
