@@ -155,8 +155,9 @@ async def mark_sent(desk: Desk, mail_id: int, note: str | None = None, *, attemp
     values = {"status": OutboxStatus.SENT, "sent_at": desk.clock(), "last_error": note}
     async with desk.db.transaction() as session:
         if attempt is not None:
-            held = await session.execute(update(OutboxMail).where(_held({mail_id: attempt})).values(**values)
-                                         .execution_options(synchronize_session=False))
+            held = await session.execute(update(OutboxMail).where(
+                OutboxMail.id == mail_id, OutboxMail.attempts == attempt, OutboxMail.status == OutboxStatus.SENDING,
+            ).values(**values).execution_options(synchronize_session=False))
             if held.rowcount == 1:  # type: ignore[attr-defined]
                 return True
         await session.execute(update(OutboxMail).where(OutboxMail.id == mail_id).values(**values)

@@ -63,7 +63,8 @@ def retry_policy(config: Config) -> RetryPolicy:
     return RetryPolicy(initial=timedelta(seconds=outbound.retry_initial_seconds),
                        maximum=timedelta(seconds=outbound.retry_max_seconds),
                        give_up_after=timedelta(hours=outbound.give_up_after_hours),
-                       lease=timedelta(seconds=max(300, outbound.timeout_seconds * 10)))
+                       # Renewed every quarter while a batch is out; a crashed sender's mail goes again after it.
+                       lease=timedelta(seconds=max(60, outbound.timeout_seconds * 2)))
 
 
 class NotifierPart:

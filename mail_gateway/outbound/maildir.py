@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from core.models import OutboxMail
-from mail_gateway.outbound.transport import Outcome, Sent
+from mail_gateway.outbound.transport import Report, Sent
 
 log = logging.getLogger(__name__)
 
@@ -24,11 +24,10 @@ class MaildirTransport:
         log.warning("no SMTP relay configured (mail.outbound.host is empty): outgoing mail is written "
                     "to the maildir %s instead of being sent", path)
 
-    async def deliver(self, batch: Sequence[OutboxMail]) -> list[Outcome]:
-        await asyncio.to_thread(self._write, [m.content for m in batch])
-        return [Sent() for _ in batch]
-
-    def _write(self, contents: list[bytes]) -> None:
-        box = mailbox.Maildir(self.path, create=True)
-        for content in contents:
-            box.add(content)
+    async def deliver(self, batch: Sequence[OutboxMail], report: Report) -> None:
+        box = await asyncio.to_thread(mailbox.Maildir, self.path, create=True)
+        for mail in batch:
+            # Maildir writes to tmp/ and renames into new/: a mail is there whole or not at all.
+            await asyncio.to_thread(box.add, mail.content)
+            if not await report(mail, Sent()):
+                return

@@ -13,7 +13,7 @@ import aiosmtplib
 
 from core.addresses import redact
 from core.models import OutboxMail
-from mail_gateway.outbound.transport import Failed, Outcome, Retry, Sent
+from mail_gateway.outbound.transport import Failed, Outcome, Report, Retry, Sent
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,8 @@ class SmtpTransport:
             username=s.username or None, password=s.password or None, timeout=s.timeout_seconds,
             local_hostname=s.local_hostname)
 
-    async def deliver(self, batch: Sequence[OutboxMail]) -> list[Outcome]:
+    async def deliver(self, batch: Sequence[OutboxMail], report: Report) -> None:
+        """All of `batch` over one connection; each outcome is reported (and recorded) before the next mail."""
         client = self._client()
         try:
             await client.connect()
@@ -55,22 +56,24 @@ class SmtpTransport:
             # Relay down, TLS or AUTH trouble: our side or the relay's, never the mail's fault.
             error = f"cannot reach {self.description}: {_describe(e)}"
             log.warning("%s", error)
-            return [Retry(error) for _ in batch]
-        outcomes: list[Outcome] = []
+            await _report_all(batch, Retry(error), report)
+            return
         try:
-            for mail in batch:
+            for index, mail in enumerate(batch):
                 outcome = await self._send_one(client, mail)
-                outcomes.append(outcome)
+                go_on = await report(mail, outcome)
                 if isinstance(outcome, Retry) and not client.is_connected:
-                    outcomes.extend(Retry(outcome.error) for _ in batch[len(outcomes):])
-                    break
+                    if go_on:
+                        await _report_all(batch[index + 1:], Retry(outcome.error), report)
+                    return
+                if not go_on:
+                    return
         finally:
             if client.is_connected:
                 try:
                     await client.quit()
                 except (aiosmtplib.SMTPException, OSError):
                     client.close()
-        return outcomes
 
     async def _send_one(self, client: aiosmtplib.SMTP, mail: OutboxMail) -> Outcome:
         try:
@@ -90,6 +93,12 @@ class SmtpTransport:
             return Sent("refused by the relay: " + "; ".join(
                 f"{redact(r)} {code} {msg}" for r, (code, msg) in refused.items()))
         return Sent()
+
+
+async def _report_all(batch: Sequence[OutboxMail], outcome: Outcome, report: Report) -> None:
+    for mail in batch:
+        if not await report(mail, outcome):
+            return
 
 
 def _describe(error: BaseException) -> str:
