@@ -1,18 +1,22 @@
 """Reading MIME at the byte level, in bounded time and without raising: charsets as senders
-really label them, header fields and RFC 2047 encoded words, Message-IDs, multipart bodies and
-transfer encodings. mail_gateway.parsing walks a mail's tree with these.
+really label them, header fields and RFC 2047 encoded words, Message-IDs, address lists (as
+email.headerregistry reads them), multipart bodies and transfer encodings. mail_gateway.parsing
+walks a mail's tree with these.
 """
 
 from __future__ import annotations
 
 import binascii
+import bisect
 import codecs
 import re
 import unicodedata
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from email import _encoded_words as email_encoded_words  # type: ignore[attr-defined]
 from email.message import Message
 from email.utils import parsedate_to_datetime
+from enum import Enum
 
 # --- limits that are not worth a parameter -------------------------------------------------------
 
@@ -347,3 +351,716 @@ def safe_filename(name: str | None, content_type: str, index: int) -> str:
 def content_id(value: object) -> str | None:
     content_id = one_line(str(value or "")).strip("<> ")
     return content_id[:500] or None
+
+
+# --- addresses ---------------------------------------------------------------------------------
+#
+# Address headers are read with the grammar email.headerregistry (policy.default) reads them
+# with: RFC 5322 with its obsolete forms, groups, comments, routes, and that parser's recovery
+# from broken input. That parser copies the rest of the header at every token, so it is
+# quadratic (64 KiB of '"' take it a minute), and it raises on some inputs. Below is the same
+# grammar walked by position: linear, and it never raises. Two things differ on purpose:
+#
+# - an encoded word is never decoded inside an address (RFC 2047 section 5 allows none there;
+#   the stdlib decodes "=?utf-8?q?alice?=@x" into alice@x): it is kept as written;
+# - display names are decoded only once the structure is known, from the span the structure
+#   says is the name, so what an encoded word decodes to never becomes an address or a comma.
+#
+# Each method mirrors the stdlib function of the same name in email._header_value_parser and
+# raises _NotHere where that one raises HeaderParseError.
+
+_WSP = " \t"
+_CFWS_LEADER = " \t("
+_SPECIALS = frozenset('()<>@,:;.\\"[]')
+_ATOM_ENDS = _SPECIALS | frozenset(_WSP)
+_DOT_ATOM_ENDS = _ATOM_ENDS - {"."}
+_PHRASE_ENDS = _SPECIALS - frozenset('."(')
+_ATEXT = re.compile(r"[^()<>@,:;.\\\"\[\] \t]+")
+_EW_SPACE = re.compile(r"[ \t]\s*")
+_HEX = frozenset("0123456789abcdefABCDEF")
+
+
+class _NotHere(Exception):
+    """The construct tried at this position is not there (the stdlib's HeaderParseError)."""
+
+
+@dataclass
+class _Word:
+    """An atom or quoted string of a local part: its value, and whether CFWS is on either side."""
+
+    value: str
+    lead: bool = False
+    trail: bool = False
+
+
+class _Mark(Enum):
+    """The other items of an obsolete local part."""
+
+    DOT = "."
+    CFWS = " "
+    BACKSLASH = "\\"
+
+
+@dataclass
+class ReadAddress:
+    """One entry of an address list as read: a mailbox, or something that is not one."""
+
+    name: str  # the display name as written (quotes, comments, encoded words still in); "" if none
+    addr_spec: str | None  # local@domain, quoted as headerregistry quotes it; None: no address
+    problem: str | None = None  # what is malformed about the entry (its address may still be read)
+    comment: str = ""  # the first comment of a mailbox written without a name: "a@b (Alice)"
+
+
+class _AddressReader:
+    def __init__(self, text: str) -> None:
+        self.s = text
+        self.n = len(text)
+        self.invalid = 0  # the stdlib's InvalidHeaderDefects so far: they mark a mailbox invalid
+        self._ends = [m.start() for m in re.finditer(r"\?=", text)]
+        self._questions = [m.start() for m in re.finditer(r"\?", text)]
+        self._comments: dict[int, int] = {}  # start -> end of every comment read
+        self._comment_starts: list[int] = []  # the same starts, sorted
+        self._phrases: dict[int, tuple[int, int]] = {}  # start -> (end, InvalidHeaderDefects)
+
+    # -- lexical pieces ---------------------------------------------------------------------
+
+    def fws(self, p: int) -> int:
+        s, n = self.s, self.n
+        while p < n and s[p].isspace():  # str.lstrip(): any whitespace once it starts
+            p += 1
+        return p
+
+    def comment(self, p: int) -> int:
+        s, n = self.s, self.n
+        start, depth, p = p, 1, p + 1
+        while p < n:
+            c = s[p]
+            if c == "\\":  # a quoted pair; a backslash before a space or the end escapes nothing
+                p += 1 if p + 1 >= n or s[p + 1] in _WSP else 2
+                continue
+            if c == "(":
+                depth += 1
+            elif c == ")":
+                depth -= 1
+                if depth == 0:
+                    p += 1
+                    break
+            p += 1
+        else:
+            self.invalid += 1  # end of header inside comment
+        if start not in self._comments:
+            self._comments[start] = p
+            bisect.insort(self._comment_starts, start)
+        return p
+
+    def cfws(self, p: int) -> int:
+        s, n = self.s, self.n
+        while p < n and s[p] in _CFWS_LEADER:
+            p = self.fws(p) if s[p] in _WSP else self.comment(p)
+        return p
+
+    def ptext(self, p: int, endchars: str) -> tuple[str, int]:
+        """Up to an unescaped endchar or a space or tab; quoted pairs unquoted."""
+        s, n = self.s, self.n
+        out: list[str] = []
+        start = p
+        while p < n:
+            c = s[p]
+            if c in _WSP or c in endchars:
+                break
+            if c == "\\":
+                out.append(s[start:p])
+                if p + 1 >= n or s[p + 1] in _WSP:
+                    p += 1  # dropped: it escapes nothing
+                    start = p
+                    break
+                out.append(s[p + 1])
+                p += 2
+                start = p
+                continue
+            p += 1
+        out.append(s[start:p])
+        return "".join(out), p
+
+    def _questions_between(self, start: int, end: int) -> int:
+        return bisect.bisect_left(self._questions, end) - bisect.bisect_left(self._questions, start)
+
+    def encoded_word(self, p: int) -> tuple[str, int]:
+        """An encoded word where the stdlib sees one: its text as written, and its end."""
+        s, n, ends = self.s, self.n, self._ends
+        i = bisect.bisect_left(ends, p + 2)
+        if i == len(ends):
+            raise _NotHere
+        end = after = ends[i]
+        after = end + 2
+        if (after + 1 < n and s[after] in _HEX and s[after + 1] in _HEX
+                and self._questions_between(p + 2, end) < 2):
+            # "=?cs?q?=41...": that "?=" was the "?" before the text and an =XX escape
+            j = bisect.bisect_left(ends, after)
+            end = ends[j] if j < len(ends) else n
+            after = min(end + 2, n)
+        # Exactly "=?" charset "?" encoding "?" text "?=", or the stdlib cannot split it. Counting
+        # first keeps this linear: a long stretch is sliced and decoded at most once.
+        if self._questions_between(p + 2, end) != 2:
+            raise _NotHere
+        word = "=?" + s[p + 2 : end] + "?="
+        if word.split("?")[2].lower() not in ("q", "b"):
+            raise _NotHere
+        try:  # the stdlib's own test, so that addresses split exactly where its parser splits them
+            email_encoded_words.decode(word)
+        except Exception as error:  # noqa: BLE001 - ValueError and KeyError: not a word to the stdlib
+            raise _NotHere from error  # (anything else makes the stdlib itself fail)
+        if len(s[p + 2 : end].split()) > 1:
+            self.invalid += 1  # whitespace inside encoded word
+        if after < n and s[after] not in _WSP:
+            self.invalid += 1  # missing trailing whitespace after encoded-word
+        return word, after
+
+    def atext(self, p: int) -> tuple[str, int]:
+        match = _ATEXT.match(self.s, p)
+        if not match:
+            raise _NotHere
+        return match.group(), match.end()
+
+    def bare_quoted_string(self, p: int) -> tuple[str, int]:
+        s, n = self.s, self.n
+        if p >= n or s[p] != '"':
+            raise _NotHere
+        p += 1
+        out: list[str] = []
+        kinds: list[str] = []
+        while p < n and s[p] != '"':
+            if s[p] in _WSP:
+                q = self.fws(p)
+                out.append(s[p:q])
+                kinds.append("fws")
+                p = q
+                continue
+            if s.startswith("=?", p):
+                invalid = self.invalid
+                try:
+                    word, p = self.encoded_word(p)
+                except _NotHere:
+                    self.invalid = invalid
+                else:
+                    self.invalid += 1  # encoded word inside quoted string
+                    if len(kinds) > 1 and kinds[-1] == "fws" and kinds[-2] == "ew":
+                        out[-1] = ""  # the space between two encoded words is not text
+                    out.append(word)
+                    kinds.append("ew")
+                    continue
+            text, p = self.ptext(p, '"')
+            out.append(text)
+            kinds.append("ptext")
+        if p >= n:
+            self.invalid += 1  # end of header inside quoted string
+            return "".join(out), p
+        return "".join(out), p + 1
+
+    # -- words and phrases ------------------------------------------------------------------
+
+    def _cfws_after(self, word: _Word, p: int) -> int:
+        if p < self.n and self.s[p] in _CFWS_LEADER:
+            word.trail = True
+            return self.cfws(p)
+        return p
+
+    def quoted_string(self, p: int) -> tuple[_Word, int]:
+        word = _Word("")
+        if p < self.n and self.s[p] in _CFWS_LEADER:
+            p = self.cfws(p)
+            word.lead = True
+        word.value, p = self.bare_quoted_string(p)
+        return word, self._cfws_after(word, p)
+
+    def atom(self, p: int) -> tuple[_Word, int]:
+        s, n = self.s, self.n
+        word = _Word("")
+        if p < n and s[p] in _CFWS_LEADER:
+            p = self.cfws(p)
+            word.lead = True
+        if p < n and s[p] in _ATOM_ENDS:
+            raise _NotHere
+        if s.startswith("=?", p):
+            invalid = self.invalid
+            try:
+                ew, p = self.encoded_word(p)
+                word.value = _EW_SPACE.sub(" ", ew)
+                return word, self._cfws_after(word, p)
+            except _NotHere:
+                self.invalid = invalid
+        word.value, p = self.atext(p)
+        return word, self._cfws_after(word, p)
+
+    def dot_atom_text(self, p: int) -> tuple[str, int]:
+        s, n = self.s, self.n
+        if p >= n or s[p] in _ATOM_ENDS:
+            raise _NotHere
+        start, last_dot = p, False
+        while p < n and s[p] not in _ATOM_ENDS:
+            _, p = self.atext(p)
+            last_dot = p < n and s[p] == "."
+            if last_dot:
+                p += 1
+        if last_dot:
+            raise _NotHere
+        return s[start:p], p
+
+    def dot_atom(self, p: int) -> tuple[_Word, int]:
+        s = self.s
+        word = _Word("")
+        if p >= self.n:
+            raise _NotHere
+        if s[p] in _CFWS_LEADER:
+            p = self.cfws(p)
+            word.lead = True
+        if s.startswith("=?", p):
+            invalid = self.invalid
+            try:
+                ew, p = self.encoded_word(p)
+                word.value = _EW_SPACE.sub(" ", ew)
+                return word, self._cfws_after(word, p)
+            except _NotHere:
+                self.invalid = invalid
+        word.value, p = self.dot_atom_text(p)
+        return word, self._cfws_after(word, p)
+
+    def word(self, p: int) -> tuple[_Word, int]:
+        s, n = self.s, self.n
+        lead = False
+        if p >= n:
+            raise _NotHere
+        if s[p] in _CFWS_LEADER:
+            p = self.cfws(p)
+            lead = True
+        if p >= n:
+            raise _NotHere
+        if s[p] == '"':
+            word, p = self.quoted_string(p)
+        elif s[p] in _SPECIALS:
+            raise _NotHere
+        else:
+            word, p = self.atom(p)
+        word.lead = word.lead or lead
+        return word, p
+
+    def attempt_word(self, p: int) -> tuple[_Word, int] | None:
+        invalid = self.invalid
+        try:
+            return self.word(p)
+        except _NotHere:
+            self.invalid = invalid
+            return None
+
+    def phrase(self, p: int) -> int:
+        """A phrase (a display name); where it ends. Its text is read from the span later."""
+        # A group and then a mailbox are tried from the same place: read each phrase once.
+        if p in self._phrases:
+            end, invalid = self._phrases[p]
+            self.invalid += invalid
+            return end
+        before = self.invalid
+        end = self._phrase(p)
+        self._phrases[p] = (end, self.invalid - before)
+        return end
+
+    def _phrase(self, p: int) -> int:
+        s, n = self.s, self.n
+        first = self.attempt_word(p)
+        if first is None:
+            self.invalid += 1  # phrase does not start with word
+        else:
+            p = first[1]
+        while p < n and s[p] not in _PHRASE_ENDS:
+            if s[p] == ".":
+                p += 1
+                continue
+            word = self.attempt_word(p)
+            if word is not None:
+                p = word[1]
+            elif s[p] in _CFWS_LEADER:
+                p = self.cfws(p)
+            else:
+                raise _NotHere  # cannot happen: word() fails only after CFWS
+        return p
+
+    # -- addr-spec ----------------------------------------------------------------------------
+
+    def local_part(self, p: int) -> tuple[str, int]:
+        s, n = self.s, self.n
+        start, before = p, self.invalid
+        if p >= n:
+            raise _NotHere
+        if s[p] in _CFWS_LEADER:
+            p = self.cfws(p)
+        if p >= n:
+            raise _NotHere
+        invalid = self.invalid
+        try:
+            word, p = self.dot_atom(p)
+        except _NotHere:
+            self.invalid = invalid
+            attempt = self.attempt_word(p)
+            if attempt is None:
+                if s[p] != "\\" and s[p] in _PHRASE_ENDS:
+                    raise
+                word = _Word("")
+            else:
+                word, p = attempt
+        if p < n and (s[p] == "\\" or s[p] not in _PHRASE_ENDS):
+            # The stdlib parses it again, from its start, as an obsolete local part.
+            self.invalid = before
+            return self.obs_local_part(start)
+        return word.value, p
+
+    def obs_local_part(self, p: int) -> tuple[str, int]:
+        s, n = self.s, self.n
+        items: list[_Word | _Mark] = []
+        last_was_dot = invalid = False
+        while p < n and (s[p] == "\\" or s[p] not in _PHRASE_ENDS):
+            if s[p] == ".":
+                invalid = invalid or last_was_dot  # repeated "."
+                items.append(_Mark.DOT)
+                last_was_dot = True
+                p += 1
+                continue
+            if s[p] == "\\":
+                items.append(_Mark.BACKSLASH)
+                invalid = True  # "\" outside a quoted string or comment
+                last_was_dot = False
+                p += 1
+                continue
+            if items and items[-1] is not _Mark.DOT:
+                invalid = True  # missing "." between words
+            attempt = self.attempt_word(p)
+            if attempt is None:
+                p = self.cfws(p)
+                items.append(_Mark.CFWS)
+            else:
+                word, p = attempt
+                items.append(word)
+                last_was_dot = False
+        solid = [item for item in items if item is not _Mark.CFWS]
+        if not solid or solid[0] is _Mark.DOT or solid[-1] is _Mark.DOT:
+            invalid = True  # a leading or trailing "."
+        if invalid:
+            self.invalid += 1
+        return _obs_local_part_value(items), p
+
+    def domain_literal(self, p: int) -> tuple[str, int]:
+        s, n = self.s, self.n
+        if p < n and s[p] in _CFWS_LEADER:
+            p = self.cfws(p)
+        if p >= n or s[p] != "[":
+            raise _NotHere
+        p += 1
+        text = ""
+        if p < n and s[p] in _WSP:
+            p = self.fws(p)
+        if p < n:
+            text, p = self.ptext(p, "[]")
+        if p < n and s[p] in _WSP:
+            p = self.fws(p)
+        if p >= n:
+            self.invalid += 1  # end of input inside domain-literal (the stdlib then fails)
+            return "[" + text + "]", p
+        if s[p] != "]":
+            raise _NotHere
+        p += 1
+        if p < n and s[p] in _CFWS_LEADER:
+            p = self.cfws(p)
+        return "[" + text + "]", p
+
+    def domain(self, p: int) -> tuple[str, int]:
+        s, n = self.s, self.n
+        if p < n and s[p] in _CFWS_LEADER:
+            p = self.cfws(p)
+        if p >= n:
+            raise _NotHere
+        if s[p] == "[":
+            text, p = self.domain_literal(p)
+            return "".join(text.split()), p
+        invalid = self.invalid
+        try:
+            word, p = self.dot_atom(p)
+        except _NotHere:
+            self.invalid = invalid
+            word, p = self.atom(p)
+        if p < n and s[p] == "@":
+            raise _NotHere
+        parts = [word.value]
+        while p < n and s[p] == ".":
+            word, p = self.atom(p + 1)
+            parts.append("." + word.value)
+        return "".join("".join(parts).split()), p  # Domain.domain: no whitespace at all
+
+    def addr_spec(self, p: int) -> tuple[tuple[str, str | None], int]:
+        local, p = self.local_part(p)
+        if p >= self.n or self.s[p] != "@":
+            self.invalid += 1  # addr-spec local part with no domain
+            return (local, None), p
+        domain, p = self.domain(p + 1)
+        return (local, domain), p
+
+    def obs_route(self, p: int) -> int:
+        s, n = self.s, self.n
+        while p < n and (s[p] == "," or s[p] in _CFWS_LEADER):
+            p = p + 1 if s[p] == "," else self.cfws(p)
+        if p >= n or s[p] != "@":
+            raise _NotHere
+        _, p = self.domain(p + 1)
+        while p < n and s[p] == ",":
+            p += 1
+            if p >= n:
+                break
+            if s[p] in _CFWS_LEADER:
+                p = self.cfws(p)
+            if p < n and s[p] == "@":
+                _, p = self.domain(p + 1)
+        if p >= n or s[p] != ":":
+            raise _NotHere
+        return p + 1
+
+    def angle_addr(self, p: int) -> tuple[tuple[str, str | None] | None, int]:
+        s, n = self.s, self.n
+        if p < n and s[p] in _CFWS_LEADER:
+            p = self.cfws(p)
+        if p >= n or s[p] != "<":
+            raise _NotHere
+        p += 1
+        if p >= n:
+            raise _NotHere  # the stdlib fails with an IndexError
+        if s[p] == ">":
+            self.invalid += 1  # null addr-spec in angle-addr
+            return None, p + 1
+        invalid = self.invalid
+        try:
+            spec, p = self.addr_spec(p)
+        except _NotHere:
+            self.invalid = invalid
+            p = self.obs_route(p)
+            spec, p = self.addr_spec(p)
+        if p < n and s[p] == ">":
+            p += 1
+        else:
+            self.invalid += 1  # missing trailing ">" on angle-addr
+        if p < n and s[p] in _CFWS_LEADER:
+            p = self.cfws(p)
+        return spec, p
+
+    # -- mailboxes, groups, lists -------------------------------------------------------------
+
+    def name_addr(self, p: int) -> tuple[ReadAddress, int]:
+        s, n = self.s, self.n
+        if p >= n:
+            raise _NotHere
+        leader = p
+        if s[p] in _CFWS_LEADER:
+            p = self.cfws(p)
+            if p >= n:
+                raise _NotHere
+        name = ""
+        if s[p] != "<":
+            if s[p] in _PHRASE_ENDS:
+                raise _NotHere
+            # From where the CFWS began: the same end (its first word takes the CFWS), and the
+            # phrase the group before this tried.
+            end = self.phrase(leader)
+            if end >= n:
+                raise _NotHere
+            name, p = s[p:end], end
+        spec, p = self.angle_addr(p)
+        return _read(name, spec), p
+
+    def mailbox(self, p: int) -> tuple[ReadAddress, int]:
+        start, invalid = p, self.invalid
+        try:
+            address, p = self.name_addr(p)
+        except _NotHere:
+            self.invalid = invalid
+            try:
+                spec, p = self.addr_spec(p)
+            except _NotHere:
+                self.invalid = invalid
+                raise
+            address = _read("", spec)
+            address.comment = self.first_comment(start, p)
+        if self.invalid > invalid and address.problem is None:
+            address.problem = "a malformed address"
+        return address, p
+
+    def invalid_mailbox(self, p: int, endchars: str) -> int:
+        s, n = self.s, self.n
+        while p < n and s[p] not in endchars:
+            p = p + 1 if s[p] in _PHRASE_ENDS else self.phrase(p)
+        return p
+
+    def _failed_entry(self, p: int, endchars: str, out: list[ReadAddress]) -> int:
+        """After no mailbox (or address) could be read at p: what the stdlib then skips."""
+        s, n = self.s, self.n
+        if s[p] in _CFWS_LEADER:
+            p = self.cfws(p)
+            if p >= n or s[p] in endchars:
+                return p  # an empty entry
+        elif s[p] == ",":
+            return p
+        start, p = p, self.invalid_mailbox(p, endchars)
+        out.append(ReadAddress("", None, f"not an address: {s[start:p][:80]!r}"))
+        return p
+
+    def _trailing_junk(self, p: int, endchars: str) -> tuple[str, int]:
+        """What follows an entry before the next separator (the stdlib adds it to the entry)."""
+        end = self.invalid_mailbox(p, endchars)
+        return self.s[p:end][:80], end
+
+    def mailbox_list(self, p: int, out: list[ReadAddress]) -> int:
+        s, n = self.s, self.n
+        while p < n and s[p] != ";":
+            if s[p] == ",":  # an empty entry
+                p += 1
+                continue
+            invalid = self.invalid
+            try:
+                address, p = self.mailbox(p)
+                out.append(address)
+            except _NotHere:
+                self.invalid = invalid
+                p = self._failed_entry(p, ",;", out)
+            if p < n and s[p] not in ",;":
+                junk, p = self._trailing_junk(p, ",;")
+                out[-1].problem = out[-1].problem or f"text after the address: {junk!r}"
+            if p < n and s[p] == ",":
+                p += 1
+        return p
+
+    def group(self, p: int) -> tuple[list[ReadAddress], int]:
+        s, n = self.s, self.n
+        p = self.phrase(p)
+        if p >= n or s[p] != ":":
+            raise _NotHere
+        p += 1
+        members: list[ReadAddress] = []
+        if p < n and s[p] == ";":
+            return members, p + 1
+        if p >= n:
+            self.invalid += 1  # end of header before group-list
+        else:
+            if s[p] in _CFWS_LEADER:
+                p = self.cfws(p)
+            if p < n and s[p] != ";":
+                p = self.mailbox_list(p, members)
+        if p >= n:
+            self.invalid += 1  # end of header in group
+        p = min(p + 1, n)  # the ";"
+        if p < n and s[p] in _CFWS_LEADER:
+            p = self.cfws(p)
+        return members, p
+
+    def address_list(self) -> list[ReadAddress]:
+        s, n = self.s, self.n
+        out: list[ReadAddress] = []
+        p = 0
+        while p < n:
+            if s[p] == ",":  # an empty entry: no group or mailbox starts with ","
+                p += 1
+                continue
+            invalid = self.invalid
+            entry: list[ReadAddress] = []
+            is_group = False
+            try:
+                entry, p = self.group(p)
+                is_group = True
+            except _NotHere:
+                self.invalid = invalid
+                try:
+                    address, p = self.mailbox(p)
+                    entry = [address]
+                except _NotHere:
+                    self.invalid = invalid
+                    p = self._failed_entry(p, ",", entry)
+            if p < n and s[p] != ",":
+                junk, p = self._trailing_junk(p, ",")
+                if is_group:  # the stdlib fails on this; no address of such a group counts
+                    entry = [ReadAddress("", None, f"text after a group: {junk!r}")]
+                elif entry:
+                    entry[-1].problem = entry[-1].problem or f"text after the address: {junk!r}"
+            out.extend(entry)
+            p += 1  # the ","
+        return out
+
+    def first_comment(self, start: int, end: int) -> str:
+        i = bisect.bisect_left(self._comment_starts, start)
+        if i < len(self._comment_starts) and self._comment_starts[i] < end:
+            at = self._comment_starts[i]
+            return self.s[at + 1 : self._comments[at]].removesuffix(")")
+        return ""
+
+
+def _obs_local_part_value(items: list[_Word | _Mark]) -> str:
+    """The stdlib's LocalPart.local_part: words' CFWS next to a dot or at either end dropped."""
+    values: list[str] = []
+    last: _Word | _Mark = _Mark.DOT
+    for item in [*items, _Mark.DOT]:
+        if item is _Mark.CFWS:
+            continue
+        if item is _Mark.DOT and isinstance(last, _Word) and last.trail:
+            values[-1] = values[-1][:-1]
+        if isinstance(item, _Word):
+            lead = " " if item.lead and last is not _Mark.DOT else ""
+            values.append(lead + item.value + (" " if item.trail else ""))
+        else:
+            values.append(item.value)
+        last = item
+    return "".join(values[:-1])
+
+
+def _read(name: str, spec: tuple[str, str | None] | None) -> ReadAddress:
+    if spec is None:
+        return ReadAddress(name, None, "an empty address (<>)")
+    local, domain = spec
+    if not local or not domain:
+        return ReadAddress(name, None, f"not local@domain: {(local + '@' + (domain or ''))[:80]!r}")
+    if not _DOT_ATOM_ENDS.isdisjoint(local):
+        local = '"' + local.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return ReadAddress(name, local + "@" + domain)
+
+
+def read_address_list(value: str) -> list[ReadAddress]:
+    """Every entry of an address header (From, To, Cc, …) as email.headerregistry reads it, in
+    linear time. CR and LF are taken out first, as policy.default does."""
+    try:
+        return _AddressReader(value.replace("\r", "").replace("\n", "")).address_list()
+    except Exception as error:  # noqa: BLE001 - a bug here must not cost the whole mail
+        return [ReadAddress("", None, f"unreadable ({type(error).__name__})")]
+
+
+def display_name(raw: str, defects: list[str]) -> str:
+    """A display name's text from its phrase as written: quotes and comments taken off, then
+    encoded words decoded (leniently, as in the rest of the header)."""
+    out: list[str] = []
+    i, n = 0, len(raw)
+    while i < n:
+        c = raw[i]
+        if c == '"':
+            i += 1
+            while i < n and raw[i] != '"':
+                if raw[i] == "\\" and i + 1 < n:
+                    i += 1
+                out.append(raw[i])
+                i += 1
+            i += 1
+        elif c == "(":
+            depth = 0
+            while i < n:
+                if raw[i] == "\\":
+                    i += 2
+                    continue
+                depth += {"(": 1, ")": -1}.get(raw[i], 0)
+                i += 1
+                if depth == 0:
+                    break
+            out.append(" ")
+        else:
+            out.append(c)
+            i += 1
+    return one_line(decode_words("".join(out), defects))

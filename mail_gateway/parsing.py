@@ -9,8 +9,8 @@ pieces (charsets, header fields, multipart splitting) are in mail_gateway.mime.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
-from email.utils import getaddresses
 from types import MappingProxyType
 
 from core.parsed_mail import Address, DeliveryReport, ParsedAttachment, ParsedMail, RecipientStatus
@@ -25,12 +25,33 @@ _MAX_DSN_BYTES = 65_536  # a real delivery-status part is a few KiB; each block 
 _DEPTH_CEILING = 50  # whatever the caller asks, Python's own recursion limit stays far away
 
 
-def _addresses(values: list[str], defects: list[str]) -> list[Address]:
+_ADDRESS_CONTROLS = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _addresses(values: list[str], defects: list[str], header: str | None = None) -> list[Address]:
+    """Every address of every value of one header, read as email.headerregistry reads them
+    (mail_gateway.mime.read_address_list). `header`: name entries that are malformed in defects.
+
+    The address is the addr-spec the structure gives, lowercased; a control character in it (only
+    obsolete syntax lets one in) becomes U+FFFD, so it stays a distinct address that can be stored.
+    Entries that are no address at all ("undisclosed-recipients:;", garbage) give none.
+    """
     result = []
-    for name, email in getaddresses(values):
-        email = mime.one_line(email).strip("<>").lower()
-        if "@" in email:  # "undisclosed-recipients:;" and other garbage give none
-            result.append(Address(mime.one_line(mime.decode_words(name, defects)), email))
+    for value in values:
+        for entry in mime.read_address_list(value):
+            email = _ADDRESS_CONTROLS.sub("\ufffd", entry.addr_spec).lower() if entry.addr_spec else None
+            if header is not None and entry.problem is not None:
+                read = f"; read as {email[:100]}" if email else ""
+                note = f"{header} header: {entry.problem[:120]}{read}"
+                if note not in defects:
+                    defects.append(note)
+            if email is None:
+                continue
+            if entry.name:
+                name = mime.display_name(entry.name, defects)
+            else:  # "alice@example.org (Alice Example)": the comment names the mailbox
+                name = mime.one_line(mime.decode_words(entry.comment, defects))
+            result.append(Address(name, email))
     return result
 
 
@@ -292,7 +313,9 @@ def _parse(raw: bytes, depth: int, budget: _Budget) -> ParsedMail:
         return values[0] if values else None
 
     message_ids = mime.message_ids(first("message-id"))
-    senders = _addresses(raw_values("from")[:1], defects)
+    # Every From field, not only the first: a mail naming more than one sender is the core's
+    # to hold, and only if it sees them all.
+    senders = _addresses(raw_values("from"), defects, "From")
     delivered_to = [
         address.email
         for name in ("delivered-to", "x-original-to", "envelope-to")
