@@ -30,6 +30,7 @@ class RawMail:
     envelope_from: str | None = None
     envelope_to: Sequence[str] = ()
     message_id: str | None = None  # from the header block, found cheaply by the edge
+    content_digest: str | None = None  # of what makes the mail itself (mail_gateway.store.content_digest)
 
 
 async def store_raw(
@@ -41,9 +42,10 @@ async def store_raw(
     envelope_from: str | None = None,
     envelope_to: Sequence[str] = (),
     message_id: str | None = None,
+    content_digest: str | None = None,
 ) -> StoredMail:
     """One INSERT, committed. Processing happens later, from the stored row."""
-    mail = RawMail(raw, envelope_from, envelope_to, message_id)
+    mail = RawMail(raw, envelope_from, envelope_to, message_id, content_digest)
     return (await store_raw_many(desk, [mail], source=source, mailbox=mailbox))[0]
 
 
@@ -54,8 +56,8 @@ async def store_raw_many(desk: Desk, mails: Sequence[RawMail], *, source: str, m
     `read_up_to` (the IMAP position after these mails) is recorded in the same transaction, so it
     is committed together with them or not at all.
 
-    The dedupe key is the Message-ID, or the sha256 of the raw bytes when there is none, so a
-    re-fetch after a crash or a provider's double delivery can be recognised in processing.
+    The dedupe key (see dedupe_key) lets processing recognise a re-fetch after a crash or a
+    provider's double delivery, and tell it from a different mail that reuses a Message-ID.
     """
     if not mails:
         return []
@@ -63,7 +65,7 @@ async def store_raw_many(desk: Desk, mails: Sequence[RawMail], *, source: str, m
     rows: list[dict[str, Any]] = []
     for mail in mails:
         digest = hashlib.sha256(mail.raw).hexdigest()
-        key = (mail.message_id or "").strip().strip("<>").lower()[:900] or f"sha256:{digest}"
+        key = dedupe_key(mail, digest)
         rows.append({"source": source, "mailbox": mailbox, "envelope_from": mail.envelope_from,
                      "envelope_to": list(mail.envelope_to), "raw": mail.raw, "sha256": digest,
                      "dedupe_key": key, "status": InboundStatus.RECEIVED, "received_at": now})
@@ -80,6 +82,15 @@ async def store_raw_many(desk: Desk, mails: Sequence[RawMail], *, source: str, m
         stored.append(StoredMail(mail_id, earliest.get(key)))
         earliest.setdefault(key, mail_id)  # a second copy within this batch
     return stored
+
+
+def dedupe_key(mail: RawMail, sha256: str) -> str:
+    """What copies of one mail share: its Message-ID with the digest of its content (a different mail
+    reusing the id is a different mail), else the digest of the raw bytes."""
+    message_id = (mail.message_id or "").strip().strip("<>").lower()[:800]
+    if not message_id:
+        return f"sha256:{sha256}"
+    return f"{message_id}|{mail.content_digest[:32]}" if mail.content_digest else message_id
 
 
 _EARLIEST_BY_KEY = (select(InboundMail.dedupe_key, func.min(InboundMail.id))

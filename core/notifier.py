@@ -73,11 +73,15 @@ def _duration(span: timedelta, kind: str) -> str:
 
 class Notifier:
     def __init__(self, desk: Desk, composer: MailComposer, *, support_addresses: Collection[str],
-                 automatic_per_hour: int, expectation: Callable[[Ticket], str] = default_expectation) -> None:
+                 automatic_per_hour: int, expectation: Callable[[Ticket], str] = default_expectation,
+                 quote_customer: bool = False) -> None:
         self.desk = desk
         self.composer = composer
         self.own = OwnAddresses.of(support_addresses)
         self.automatic_per_hour = automatic_per_hour
+        # An acknowledgement goes to whatever address a mail claims to be from: repeating the
+        # mail's text (and its links) would let anyone send their text to a stranger through us.
+        self.quote_customer = quote_customer
         self.expectation = expectation
 
     async def handle(self, uow: UnitOfWork, event: Event) -> None:
@@ -121,7 +125,7 @@ class Notifier:
         to = await self._automatic_recipients(session, ticket, event)
         if not to:
             return
-        summary = (message.new_text or message.body_text).strip() if message else ""
+        summary = (message.new_text or message.body_text).strip() if message and self.quote_customer else ""
         if len(summary) > SUMMARY_CHARS:
             summary = summary[:SUMMARY_CHARS].rsplit(" ", 1)[0] + " …"
         in_reply_to = message.message_id if message else None

@@ -76,6 +76,13 @@ async def claim(uow: UnitOfWork, mail_ids: Sequence[int]) -> list[StoredMail]:
             for r in rows]
 
 
+async def ids_on_messages(uow: UnitOfWork, message_ids: Sequence[str]) -> set[str]:
+    """Which of these Message-IDs (as stored, with brackets) stored messages carry already."""
+    if not message_ids:
+        return set()
+    return {i for i in await uow.session.scalars(_IDS_ON_MESSAGES, {"forms": sorted(set(message_ids))}) if i}
+
+
 _LOCK_IN = (select(InboundMail.id, InboundMail.dedupe_key)
             .where(InboundMail.id.in_(bindparam("ids", expanding=True)), InboundMail.status == InboundStatus.RECEIVED)
             .order_by(InboundMail.id).with_for_update(skip_locked=True, key_share=True))
@@ -90,6 +97,7 @@ _STORED_IN = (select(InboundMail.id, InboundMail.dedupe_key, InboundMail.envelop
 _KEYS_STORED_TWICE = (select(InboundMail.dedupe_key)
                       .where(InboundMail.dedupe_key.in_(bindparam("keys", expanding=True)))
                       .group_by(InboundMail.dedupe_key).having(func.count() > 1))
+_IDS_ON_MESSAGES = select(Message.message_id).where(Message.message_id.in_(bindparam("forms", expanding=True)))
 _MADE_A_MESSAGE = select(Message.inbound_mail_id).where(Message.inbound_mail_id.in_(bindparam("ids", expanding=True)))
 
 

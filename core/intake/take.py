@@ -80,6 +80,10 @@ class Intake:
         async with self.desk.unit_of_work() as uow:
             claimed = await ledger.claim(uow, list(by_id))
             step = _Batch(uow, Marks())
+            # Message-IDs of the batch that stored messages carry already: a mail that is no copy of
+            # one of them reuses its id (a different mail), and is flagged as such.
+            step.ids_taken = await ledger.ids_on_messages(uow, [bracketed(item.mail.message_id)[:998] for item in batch
+                                                                if item.mail is not None and item.mail.message_id])
             # One question for the contacts of every sender and recipient of the batch.
             await remember_contacts(uow, [a for held in claimed for a in self._addresses(by_id[held.id], held)])
             for held in claimed:
@@ -127,6 +131,8 @@ class Intake:
         # go to the whole list.
         cc = [] if decision.is_machine else other_recipients(mail, self.settings, sender)
         machine_why = decision.machine.reason if decision.machine else ""
+        if content.message_id and content.message_id in step.ids_taken:
+            machine_why = _why("its Message-ID is already on another, different mail", machine_why)
         if match.ticket_number is None:
             # Delivered-To and its kin name the address a Bcc or an alias reached, when read over IMAP.
             recipients = [a.email for a in [*mail.to, *mail.cc] if a.email] + [*mail.delivered_to, *held.envelope_to]
@@ -229,6 +235,7 @@ class _Batch:
     marks: Marks
     waiting: list[_Opening] = field(default_factory=list)
     keys: set[str] = field(default_factory=set)
+    ids_taken: set[str] = field(default_factory=set)
 
     def touched_by(self, keys: set[str]) -> bool:
         return not self.keys.isdisjoint(keys)

@@ -86,3 +86,33 @@ async def test_cc_beyond_the_caps_joins_nobody_and_is_named_to_staff(desk):
     held = await events_of_type(desk, EventType.PARTICIPANTS_HELD)
     named = [email for event in held for email in event.data["emails"]]
     assert len(named) == 11 * 20 - 24 and not set(named) & set(participants)
+
+
+async def test_different_mails_reusing_a_message_id_each_reach_a_ticket_and_say_so(desk):
+    """From CPython's email test corpus (tests/mail/fixtures/cpython/README.md): msg_01, 03, 14, 20
+    and 29 carry one Message-ID, msg_04 and 44 another, each a different mail (other text, other Cc,
+    other MIME headers). Before, all but the first of each id were taken for copies: their text
+    reached no ticket."""
+    from tests.mail.pipeline_support import FIXTURES, messages_of
+
+    def corpus(n: str) -> bytes:
+        return (FIXTURES / "cpython" / f"msg_{n}.txt").read_bytes()
+
+    names = ("01", "03", "14", "20", "29", "04", "44")
+    outcomes = {n: await deliver(desk, ctx, corpus(n)) for n in names}
+    assert all(o.kind in (Kind.OPENED, Kind.ADDED) for o in outcomes.values()), outcomes
+    reused = [n for n, o in outcomes.items() if "Message-ID is already on another, different mail" in o.detail]
+    assert reused == ["03", "14", "20", "29", "44"]
+    kept = [m for n in names for m in await messages_of(desk, outcomes[n].ticket_number)
+            if m.inbound_mail_id == outcomes[n].mail_id]
+    assert len(kept) == len(names)  # every mail has its own message
+
+
+async def test_the_same_mail_by_two_routes_is_one_message(desk):
+    original = simple_mail("alice@customer.test", "Printer", message_id="route@customer.test")
+    head, body = original.split(b"\r\n\r\n", 1)
+    via_relay = b"Received: from relay.example by mx.example; Mon, 2 Mar 2026 09:00:00 +0000\n" + \
+        head.replace(b"\r\n", b"\n") + b"\n\n" + body.replace(b"\r\n", b"\n")
+    first = await deliver(desk, ctx, original)
+    second = await deliver(desk, ctx, via_relay)
+    assert first.kind == Kind.OPENED and second.kind == Kind.DUPLICATE

@@ -332,13 +332,22 @@ async def test_bounce_for_mail_we_never_sent_opens_no_ticket(desk):
 
 # --- duplicates and crash replay ------------------------------------------------------------------
 
-async def test_same_message_id_delivered_twice_gives_one_message(desk):
+async def test_same_mail_delivered_twice_gives_one_message(desk):
     first = await deliver(desk, ctx, fixture("pipeline_new_request.eml"))
-    again = await deliver(desk, ctx, fixture("pipeline_new_request.eml").replace(b"Hello,", b"Hello again,"))
+    again = await deliver(desk, ctx, b"Received: from backup-mx.example by mx.example\r\n"
+                          + fixture("pipeline_new_request.eml"))  # the same mail by another route
     assert again.kind == Kind.DUPLICATE and again.ticket_number == first.ticket_number
     assert await count(desk, Message) == 1 and await count(desk, Ticket) == 1
     row = await stored_row(desk, again.mail_id)
     assert row.status == InboundStatus.PROCESSED and row.reason == f"duplicate of {first.mail_id}"
+
+
+async def test_a_different_mail_with_the_same_message_id_is_its_own_message(desk):
+    first = await deliver(desk, ctx, fixture("pipeline_new_request.eml"))
+    other = await deliver(desk, ctx, fixture("pipeline_new_request.eml").replace(b"Hello,", b"Hello again,"))
+    assert other.kind in (Kind.OPENED, Kind.ADDED) and "Message-ID is already on another" in other.detail
+    assert await count(desk, Message) == 2
+    assert first.mail_id != other.mail_id
 
 
 async def test_same_bytes_without_message_id_twice_gives_one_message(desk):

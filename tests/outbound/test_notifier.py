@@ -34,7 +34,7 @@ async def open_from_alice(desk: Desk, subject: str = "Printer on fire", **conten
     return change.ticket.number
 
 
-async def test_new_ticket_gets_an_acknowledgement_with_number_summary_and_expectation(
+async def test_new_ticket_gets_an_acknowledgement_with_number_and_expectation_but_none_of_the_customers_text(
         desk: Desk, mail_out: MailOut, sink: Sink) -> None:
     number = await open_from_alice(desk)
     await mail_out.flush()
@@ -46,7 +46,9 @@ async def test_new_ticket_gets_an_acknowledgement_with_number_summary_and_expect
     assert msg["In-Reply-To"] == "<c1@example.org>"
     assert msg["Auto-Submitted"] == "auto-replied"
     text = msg.get_body(("plain",)).get_content()  # type: ignore[union-attr]
-    assert f"#{number}" in text and "My printer is on fire." in text
+    # The ack goes wherever the mail claims to be from: repeating its text would relay a stranger's
+    # words (and links) through us. Only the subject comes back.
+    assert f"#{number}" in text and "My printer is on fire." not in text
     assert "get back to you" in text
     assert Signer(SECRET, "example.test").ticket_from_message_id(msg["Message-ID"]) == number
 
@@ -251,3 +253,16 @@ async def test_a_pending_reminder_event_mails_the_customer_once_while_still_pend
         uow.record(PendingReminderDue(ticket_id=ticket_id, ticket=number, resolve_at=None), at=desk.clock())
     await mail_out.flush()
     assert sorted(m.kind for m in await list_mail(desk)) == ["ack", "reminder", "reply"]
+
+
+async def test_a_team_that_wants_it_gets_the_customers_text_in_the_acknowledgement(desk: Desk, sink: Sink) -> None:
+    from core.events import consume_once
+    from core.notifier import CONSUMER, Notifier
+    from tests.outbound.conftest import make_composer
+
+    number = await open_from_alice(desk)
+    notifier = Notifier(desk, make_composer(), support_addresses=[SUPPORT], automatic_per_hour=3,
+                        quote_customer=True)
+    await consume_once(desk.db, CONSUMER, notifier.handle, clock=desk.clock)
+    [ack] = await list_mail(desk)
+    assert b"My printer is on fire." in ack.content and f"#{number}".encode() in ack.content
