@@ -74,7 +74,7 @@ def _duration(span: timedelta, kind: str) -> str:
 class Notifier:
     def __init__(self, desk: Desk, composer: MailComposer, *, support_addresses: Collection[str],
                  automatic_per_hour: int, expectation: Callable[[Ticket], str] = default_expectation,
-                 quote_customer: bool = False) -> None:
+                 quote_customer: bool = False, automatic_total_per_hour: int | None = None) -> None:
         self.desk = desk
         self.composer = composer
         self.own = OwnAddresses.of(support_addresses)
@@ -82,6 +82,7 @@ class Notifier:
         # An acknowledgement goes to whatever address a mail claims to be from: repeating the
         # mail's text (and its links) would let anyone send their text to a stranger through us.
         self.quote_customer = quote_customer
+        self.automatic_total_per_hour = automatic_total_per_hour
         self.expectation = expectation
 
     async def handle(self, uow: UnitOfWork, event: Event) -> None:
@@ -205,9 +206,11 @@ class Notifier:
         assert contact is not None
         if contact.blocked or contact.email in self.own:
             return []
-        if not await automatic_mail_allowed(session, contact.email, self.desk.clock(), self.automatic_per_hour):
-            log.info("not sending %s for ticket %s: %s got %d automatic mails this hour already",
-                     event.type, ticket.number, redact(contact.email), self.automatic_per_hour)
+        if not await automatic_mail_allowed(session, contact.email, self.desk.clock(), self.automatic_per_hour,
+                                            self.automatic_total_per_hour):
+            log.info("not sending %s for ticket %s: the hour's cap of automatic mail is reached (%d to %s's "
+                     "mailbox, %s in all)", event.type, ticket.number, self.automatic_per_hour,
+                     redact(contact.email), self.automatic_total_per_hour or "no cap")
             return []
         return [Recipient(contact.email, contact.name)]
 

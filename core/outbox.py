@@ -11,6 +11,7 @@ from sqlalchemy import ColumnElement, and_, exists, func, or_, select, tuple_, u
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
+from core.addresses import without_tag
 from core.backoff import Backoff
 from core.desk import Desk
 from core.enums import OutboxStatus
@@ -69,18 +70,26 @@ async def enqueue(uow: UnitOfWork, mail: OutgoingMail, now: datetime) -> OutboxM
     )
     session.add(row)
     await session.flush()
-    for email in dict.fromkeys(r.lower() for r in mail.recipients):
+    for email in dict.fromkeys(mailbox_of(r) for r in mail.recipients):
         session.add(OutboxRecipient(outbox_id=row.id, email=email, automatic=mail.automatic, created_at=now))
     return row
 
 
-async def automatic_mail_allowed(session: AsyncSession, email: str, now: datetime, per_hour: int) -> bool:
-    """False once this recipient got `per_hour` automatic mails in the last hour (ack storms, loops)."""
-    count = await session.scalar(
-        select(func.count()).select_from(OutboxRecipient).where(
-            OutboxRecipient.email == email.lower(), OutboxRecipient.automatic.is_(True),
-            OutboxRecipient.created_at > now - CAP_WINDOW))
-    return int(count or 0) < per_hour
+def mailbox_of(email: str) -> str:
+    """The mailbox an address reaches: case and plus-tags folded (victim+1@ and Victim@ are one)."""
+    return without_tag(email.strip().lower())
+
+
+async def automatic_mail_allowed(session: AsyncSession, email: str, now: datetime, per_hour: int,
+                                 total_per_hour: int | None = None) -> bool:
+    """False once this mailbox got `per_hour` automatic mails in the last hour (ack storms, loops,
+    backscatter to forged senders), or the desk sent `total_per_hour` automatic mails to anyone."""
+    recent = (select(func.count()).select_from(OutboxRecipient)
+              .where(OutboxRecipient.automatic.is_(True), OutboxRecipient.created_at > now - CAP_WINDOW))
+    count = await session.scalar(recent.where(OutboxRecipient.email == mailbox_of(email)))
+    if int(count or 0) >= per_hour:
+        return False
+    return total_per_hour is None or int(await session.scalar(recent) or 0) < total_per_hour
 
 
 async def claim_due(desk: Desk, policy: RetryPolicy, limit: int = 20) -> list[OutboxMail]:

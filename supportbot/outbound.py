@@ -45,7 +45,8 @@ def build_notifier(config: Config, desk: Desk, secret: bytes) -> Notifier:
     expectation = expectation_from_sla(sla.settings(config.desk.timezone)) if sla is not None else default_expectation
     return Notifier(desk, build_composer(config, secret), support_addresses=config.mail.support_addresses,
                     automatic_per_hour=config.mail.outbound.max_automatic_per_recipient_per_hour,
-                    expectation=expectation)
+                    automatic_total_per_hour=config.mail.outbound.max_automatic_per_hour,
+                    quote_customer=config.mail.outbound.acknowledgement_quotes_customer, expectation=expectation)
 
 
 def build_transport(config: Config) -> Transport:

@@ -266,3 +266,32 @@ async def test_a_team_that_wants_it_gets_the_customers_text_in_the_acknowledgeme
     await consume_once(desk.db, CONSUMER, notifier.handle, clock=desk.clock)
     [ack] = await list_mail(desk)
     assert b"My printer is on fire." in ack.content and f"#{number}".encode() in ack.content
+
+
+async def test_forged_mail_in_plus_variants_of_one_mailbox_gets_the_mailbox_cap_not_one_ack_each(
+        desk: Desk, mail_out: MailOut) -> None:
+    """The backscatter attack: 100 mails forged as victim+1@, victim+2@, Victim+3@ … The fixture's cap
+    is 3 automatic mails per mailbox per hour; before, every variant counted as its own mailbox."""
+    from core.services import ContactRef
+
+    for i in range(100):
+        forged = ContactRef(f"{'V' if i % 2 else 'v'}ictim+{i}@example.net")
+        await open_ticket(desk, forged, MailContent(text="Click http://attacker.test/x", subject=f"Offer {i}"))
+    await mail_out.notify()
+    acks = [m for m in await list_mail(desk, limit=200) if m.kind == "ack"]
+    assert len(acks) == 3
+    assert all(b"attacker.test" not in m.content for m in acks)  # no text of theirs goes out
+
+
+async def test_automatic_mail_in_all_is_capped_per_hour(desk: Desk) -> None:
+    from core.events import consume_once
+    from core.notifier import CONSUMER, Notifier
+    from core.services import ContactRef
+    from tests.outbound.conftest import make_composer
+
+    for i in range(12):
+        await open_ticket(desk, ContactRef(f"sender{i}@example.net"), MailContent(text="Hi", subject=f"Hi {i}"))
+    notifier = Notifier(desk, make_composer(), support_addresses=[SUPPORT], automatic_per_hour=3,
+                        automatic_total_per_hour=10)
+    await consume_once(desk.db, CONSUMER, notifier.handle, clock=desk.clock)
+    assert len([m for m in await list_mail(desk, limit=100) if m.kind == "ack"]) == 10
