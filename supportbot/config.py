@@ -10,7 +10,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from core.desk import CoreSettings
 from core.enums import Priority, Status
@@ -115,6 +115,19 @@ class SmtpListenerConfig(Section):
     protocol: Literal["smtp", "lmtp"] = "smtp"
     tls_certificate: Path | None = None
     tls_key: Path | None = None
+    max_sessions: int = Field(100, ge=1)  # open sessions in all; beyond: 421 4.7.0 and closed
+    max_sessions_per_client: int = Field(10, ge=1)  # per client address (IPv6: per /64)
+    idle_timeout_seconds: float = Field(60, gt=0)  # for the next command (or more data during DATA); then 421
+    max_commands_without_progress: int = Field(20, ge=1)  # NOOP, RSET … in a row without a stored mail
+    max_line_bytes: int = Field(64 * 1024, ge=1000, le=16 * 1024 * 1024)  # longer: 500 5.5.2 after the data
+
+    @field_validator("max_sessions_per_client")
+    @classmethod
+    def _per_client(cls, value: int, info: ValidationInfo) -> int:
+        total = info.data.get("max_sessions")
+        if total is not None and value > total:
+            raise ValueError(f"at most max_sessions ({total})")
+        return value
 
 
 class ImapMailboxConfig(Section):
@@ -149,7 +162,9 @@ class OutboundConfig(Section):
     password: str = ""
     timeout_seconds: float = Field(30, gt=0)
     ca_file: Path | None = None  # extra CA to trust for a relay with a private certificate
-    max_automatic_per_recipient_per_hour: int = Field(10, ge=0)
+    max_automatic_per_recipient_per_hour: int = Field(10, ge=0)  # per mailbox: plus-tags and case folded
+    max_automatic_per_hour: int = Field(100, ge=0)  # acknowledgements and reminders to anyone, in all
+    acknowledgement_quotes_customer: bool = False  # repeat the customer's text in the acknowledgement
     retry_initial_seconds: float = Field(60, gt=0)
     retry_max_seconds: float = Field(3600, gt=0)
     give_up_after_hours: float = Field(72, gt=0)
