@@ -336,8 +336,9 @@ async def settled_rows(desk: Desk, keys: set[str] | None = None) -> dict[str, tu
         result = await session.execute(select(InboundMail.dedupe_key, InboundMail.processed_at,
                                               InboundMail.status, InboundMail.ticket_id)
                                        .where(InboundMail.processed_at.is_not(None)))
-        return {k: (at, str(status), ticket) for k, at, status, ticket in result
-                if at is not None and (keys is None or k in keys)}
+        # Keyed by Message-ID: the dedupe key is "message-id|content digest".
+        settled = {k.partition("|")[0]: (at, str(status), ticket) for k, at, status, ticket in result if at is not None}
+        return {k: v for k, v in settled.items() if keys is None or k in keys}
 
 
 async def account(desk: Desk, specs: Sequence[Spec]) -> list[str]:

@@ -120,6 +120,12 @@ class Intake:
         decision = await evaluate(mail, context, WITHOUT_HOLDS if held.released else CHAIN)
         if decision.stop is not None:
             return await self._stopped(step, held, mail, decision)
+        if decision.machine is not None and match.ticket_number is None and not held.released:
+            # An auto-reply, list post or report that answers none of our tickets is nobody's request:
+            # kept and counted, listed with `supportbot mail quarantine list --held`, released by hand.
+            reason = f"machine-mail: matches no ticket ({decision.machine.rule}: {decision.machine.reason})"
+            await ledger.hold(uow, held.id, reason, rule="machine-mail", at=now)
+            return Outcome(held.id, Kind.HELD, machine=True, detail=reason)
         if sender is None:
             reason = "UserError: the mail has no usable sender address (From, Return-Path or envelope sender)"
             await ledger.quarantine(uow, held.id, reason, now)

@@ -69,12 +69,12 @@ EXPECTED = {
     "pipeline_forged_token.eml": (Kind.OPENED, 1001, False),
     "pipeline_vacation.eml": (Kind.ADDED, 1000, True),
     "pipeline_read_receipt.eml": (Kind.ADDED, 1000, True),
-    "pipeline_mailing_list.eml": (Kind.OPENED, 1001, True),
+    "pipeline_mailing_list.eml": (Kind.HELD, None, True),  # machine mail answering no ticket
     "pipeline_dsn_bounce.eml": (Kind.BOUNCE, None, True),
     "pipeline_cc_new_request.eml": (Kind.OPENED, 1001, False),
     "pipeline_outage.eml": (Kind.OPENED, 1001, False),
-    "vacation_autoreply.eml": (Kind.OPENED, 1001, True),
-    "mailing_list.eml": (Kind.OPENED, 1001, True),
+    "vacation_autoreply.eml": (Kind.HELD, None, True),
+    "mailing_list.eml": (Kind.HELD, None, True),
     "dsn_bounce.eml": (Kind.BOUNCE, None, True),
     # Client replies whose references we never sent: a new ticket (see the References test below).
     "gmail_reply.eml": (Kind.OPENED, 1001, False),
@@ -278,18 +278,22 @@ async def test_read_receipt_is_machine_mail_and_does_not_reopen_the_ticket(desk)
     assert (await ticket_detail(desk, number)).status == "resolved"
 
 
-async def test_mailing_list_mail_is_machine_mail(desk):
+async def test_mailing_list_mail_answering_no_ticket_is_kept_held_and_opens_nothing(desk):
     outcome = await deliver(desk, ctx, fixture("pipeline_mailing_list.eml"))
-    assert outcome.machine and outcome.kind == Kind.OPENED
+    assert outcome.machine and outcome.kind == Kind.HELD and "machine-mail" in outcome.detail
     assert "Precedence: list" in outcome.detail or "List-Id" in outcome.detail
-    opened = await events_of_type(desk, EventType.TICKET_OPENED)
-    assert opened[-1].data["machine"] is True  # what the notifier reads to skip the ack
+    assert await events_of_type(desk, EventType.TICKET_OPENED) == []  # no ticket, no post
+    held = await events_of_type(desk, EventType.MAIL_HELD)
+    assert held[-1].data["rule"] == "machine-mail"  # counted in the daily report with held mail
 
 
-async def test_a_list_post_makes_no_participant_of_the_list(desk):
+async def test_released_machine_mail_opens_a_ticket_without_making_the_list_a_participant(desk):
     # Its To/Cc name the list: a staff reply to participants would go to all its members.
-    outcome = await deliver(desk, ctx, fixture("mailing_list.eml"))
-    assert outcome.machine
+    held = await deliver(desk, ctx, fixture("mailing_list.eml"))
+    assert held.kind == Kind.HELD
+    assert await inbound.requeue(desk, [held.mail_id], release=True) == 1
+    outcome = await take_stored(desk, ctx, held.mail_id)
+    assert outcome.kind == Kind.OPENED and outcome.machine
     assert (await ticket_detail(desk, outcome.ticket_number)).participants == ["oliver@example.org"]
 
 
