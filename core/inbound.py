@@ -136,11 +136,14 @@ async def get(desk: Desk, mail_id: int) -> InboundMail:
     return row
 
 
-async def list_by_status(desk: Desk, status: InboundStatus, limit: int = 100) -> list[InboundMail]:
+async def list_by_status(desk: Desk, status: InboundStatus, limit: int = 100, *,
+                         reason_prefix: str | None = None) -> list[InboundMail]:
+    """Newest first; with `reason_prefix`, only rows whose reason starts so (e.g. "machine-mail:")."""
+    query = select(InboundMail).where(InboundMail.status == status)
+    if reason_prefix is not None:
+        query = query.where(InboundMail.reason.startswith(reason_prefix, autoescape=True))
     async with desk.db.read() as session:
-        rows = await session.scalars(select(InboundMail).where(InboundMail.status == status)
-                                     .order_by(InboundMail.id.desc()).limit(limit))
-        return list(rows)
+        return list(await session.scalars(query.order_by(InboundMail.id.desc()).limit(limit)))
 
 
 # The reason a requeued row carries when an operator released it past the rules that hold mail:

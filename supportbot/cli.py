@@ -100,6 +100,13 @@ def _add_mail_commands(commands: Any) -> None:
     mcmd = mail.add_subparsers(dest="mail_command", metavar="ACTION", required=True)
     quarantine = mcmd.add_parser("quarantine", help="mail that could not be processed: list, show, retry")
     handled_by(quarantine, "mail_commands:quarantine")
+    machine = mcmd.add_parser("machine", help="auto-replies, list posts and reports that answered none of our "
+                                              "tickets: kept, opened nothing")
+    handled_by(machine, "mail_commands:machine")
+    mach = machine.add_subparsers(dest="machine_command", metavar="ACTION", required=True)
+    mach.add_parser("list", help="newest first, with the rule that recognised them").add_argument(
+        "--limit", type=int, default=100)
+    mach.add_parser("show", help="one of them: headers and an excerpt").add_argument("id", type=int)
     qcmd = quarantine.add_subparsers(dest="quarantine_command", metavar="ACTION", required=True)
     qlist = qcmd.add_parser("list", help="quarantined mail (or held mail), newest first, with the reason")
     qlist.add_argument("--limit", type=int, default=100)

@@ -77,10 +77,30 @@ async def quarantine(args: argparse.Namespace, config: Config) -> int:
         await desk.close()
 
 
-async def _list(desk: Desk, limit: int, status: InboundStatus) -> int:
-    rows = await inbound.list_by_status(desk, status, limit=limit)
+async def machine(args: argparse.Namespace, config: Config) -> int:
+    """`mail machine list|show`: auto-replies, list posts and reports that answered none of our tickets."""
+    from supportbot.commands import open_ready_desk
+
+    desk = await open_ready_desk(config)
+    try:
+        if args.machine_command == "show":
+            row = await inbound.get(desk, args.id)
+            if not (row.reason or "").startswith(MACHINE_MAIL):
+                raise UserError(f"mail {row.id} is not machine mail kept without a ticket")
+            return _show(row)
+        return await _list(desk, args.limit, InboundStatus.HELD, reason_prefix=MACHINE_MAIL, what="machine")
+    finally:
+        await desk.close()
+
+
+MACHINE_MAIL = "machine-mail:"  # the reason core.intake gives machine mail that answers no ticket
+
+
+async def _list(desk: Desk, limit: int, status: InboundStatus, *, reason_prefix: str | None = None,
+                what: str | None = None) -> int:
+    rows = await inbound.list_by_status(desk, status, limit=limit, reason_prefix=reason_prefix)
     if not rows:
-        print(f"no {status} mail")
+        print(f"no {what or status} mail")
         return 0
     for row in rows:
         subject = _headers(row.raw).get("subject", "") or "(no subject)"

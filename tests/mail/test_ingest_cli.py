@@ -204,3 +204,16 @@ def test_retry_of_an_unknown_or_settled_mail_is_a_clear_error(tmp_path, capsys):
     assert code == 1 and "mail 1 is processed, not quarantined or held" in err
     code, _, err = run_cli(capsys, "--config", config, "mail", "quarantine", "show", "99")
     assert code == 1 and "no stored mail 99" in err
+
+
+def test_machine_mail_answering_no_ticket_is_listed_and_shown_not_made_a_ticket(tmp_path, capsys):
+    config = write_config(tmp_path)
+    code, lines, _ = run_cli(capsys, "--config", config, "ingest", FIXTURES / "vacation_autoreply.eml")
+    assert code == 0 and "held" in lines[0] and "machine-mail" in lines[0]
+    code, lines, _ = run_cli(capsys, "--config", config, "mail", "machine", "list")
+    assert code == 0 and len(lines) == 1 and "machine-mail: matches no ticket (auto-submitted" in lines[0]
+    mail_id = lines[0].split()[0]
+    code, lines, _ = run_cli(capsys, "--config", config, "mail", "machine", "show", mail_id)
+    assert code == 0 and lines[0].startswith(f"mail {mail_id} · held")
+    code, lines, _ = run_cli(capsys, "--config", config, "tickets", "list")
+    assert code == 0 and not any("Out of office" in line for line in lines)
