@@ -196,6 +196,7 @@ class MailConfig(Section):
     max_attachment_bytes: int = Field(25 * 1024 * 1024, ge=0)
     new_tickets_per_sender: int = Field(5, ge=1)
     new_tickets_window_minutes: float = Field(10, gt=0)
+    trusted_authserv_ids: tuple[str, ...] = ()  # whose Authentication-Results to believe (DMARC)
     max_cc_per_mail: int = Field(10, ge=0)  # other recipients of one mail who join its ticket
     max_participants_per_ticket: int = Field(25, ge=1)  # beyond: held, named to staff
     category_by_address: dict[str, str] = {}

@@ -175,6 +175,46 @@ class OneSender:
         return None
 
 
+_RESULT = re.compile(r"\bdmarc\s*=\s*([a-z]+)", re.IGNORECASE)
+# How receivers write the sender domain's published policy: "(p=REJECT sp=…)" (Gmail and most),
+# "action=quarantine" (Microsoft), "policy.dmarc=reject" / "policy.published-domain-policy=reject".
+_POLICY = re.compile(r"(?:\(p|\bp|\baction|policy\.dmarc|policy\.published-domain-policy)\s*=\s*([a-z]+)",
+                     re.IGNORECASE)
+
+
+def authentication_verdict(mail: ParsedMail, trusted: frozenset[str]) -> tuple[str, str, str] | None:
+    """(authserv-id, DMARC result, published policy) from the topmost Authentication-Results header,
+    when a server we trust wrote it; None otherwise. Only the topmost: our own MTA adds it last, and
+    one further down may be the sender's forgery (RFC 8601 section 5)."""
+    values = mail.headers.get("authentication-results") or []
+    if not values or not trusted:
+        return None
+    authserv, _, rest = values[0].partition(";")
+    authserv_id = authserv.strip().split()[0].lower() if authserv.strip() else ""
+    if authserv_id not in trusted:
+        return None
+    result = _RESULT.search(rest)
+    policy = _POLICY.search(rest[result.end():] if result else "")
+    return authserv_id, (result.group(1).lower() if result else "none"), (policy.group(1).lower() if policy else "")
+
+
+class DmarcFailure:
+    """Mail that failed DMARC, for a domain that asks receivers to reject or quarantine such mail, is
+    someone else using that domain's name: held, never answered. Needs a trusted receiving server's
+    Authentication-Results (mail.trusted_authserv_ids)."""
+
+    name = "dmarc-fail"
+
+    async def check(self, mail: ParsedMail, ctx: RuleContext) -> str | None:
+        verdict = authentication_verdict(mail, ctx.settings.trusted_authserv_ids)
+        if verdict is None:
+            return None
+        authserv_id, result, policy = verdict
+        if result == "fail" and policy in ("reject", "quarantine"):
+            return f"DMARC {result} for a domain whose policy is {policy} (Authentication-Results of {authserv_id})"
+        return None
+
+
 class BlockedSender:
     name = "blocked-sender"
 
@@ -246,6 +286,7 @@ CHAIN: tuple[Link, ...] = (
     Link(NullReturnPath(), Action.MACHINE),
     Link(DaemonSender(), Action.MACHINE),
     Link(OneSender(), Action.HOLD),
+    Link(DmarcFailure(), Action.HOLD),
     Link(BlockedSender(), Action.HOLD),
     Link(NewTicketRateLimit(), Action.HOLD),
     Link(Oversize(), Action.HOLD),

@@ -29,6 +29,8 @@ class IntakeSettings:
     max_attachment_bytes: int = 25 * 1024 * 1024
     new_tickets_per_sender: int = 5
     new_tickets_window: timedelta = timedelta(minutes=10)
+    # Receiving servers whose Authentication-Results headers we believe (their authserv-id, lowercase).
+    trusted_authserv_ids: frozenset[str] = frozenset()
     max_cc_per_mail: int = 10
     max_participants_per_ticket: int = 25
     category_by_address: Mapping[str, str] = field(default_factory=dict)

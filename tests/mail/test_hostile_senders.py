@@ -116,3 +116,25 @@ async def test_the_same_mail_by_two_routes_is_one_message(desk):
     first = await deliver(desk, ctx, original)
     second = await deliver(desk, ctx, via_relay)
     assert first.kind == Kind.OPENED and second.kind == Kind.DUPLICATE
+
+
+AUTH = "Authentication-Results: mx.example.test; spf=fail smtp.mailfrom=bank.test; dkim=none; " \
+       "dmarc=fail (p=REJECT sp=REJECT dis=NONE) header.from=bank.test\r\n"
+
+
+async def test_mail_failing_dmarc_for_a_rejecting_domain_is_held_when_our_mx_says_so(desk):
+    trusting = make_context(trusted_authserv_ids=frozenset({"mx.example.test"}))
+    forged = simple_mail("ceo@bank.test", "Urgent wire transfer", extra=AUTH)
+    outcome = await deliver(desk, trusting, forged)
+    assert outcome.kind == Kind.HELD and "dmarc-fail" in outcome.detail and "reject" in outcome.detail
+
+
+async def test_a_verdict_from_a_server_we_do_not_trust_or_below_the_top_counts_for_nothing(desk):
+    trusting = make_context(trusted_authserv_ids=frozenset({"mx.example.test"}))
+    # The sender wrote their own "pass" on top and our MX's "fail" is below it: the top one is not ours.
+    theirs = AUTH.replace("mx.example.test", "evil.test").replace("dmarc=fail", "dmarc=pass")
+    outcome = await deliver(desk, trusting, simple_mail("ceo@bank.test", "Hello", extra=theirs + AUTH))
+    assert outcome.kind == Kind.OPENED
+    # No trusted server configured: nobody's verdict is read.
+    outcome = await deliver(desk, ctx, simple_mail("ceo2@bank.test", "Hello", extra=AUTH))
+    assert outcome.kind == Kind.OPENED
