@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import bindparam, func, insert, select, update
@@ -149,6 +150,19 @@ async def list_by_status(desk: Desk, status: InboundStatus, limit: int = 100, *,
 # The reason a requeued row carries when an operator released it past the rules that hold mail:
 # whichever processor takes it (the CLI, or a running service's worker) honours it.
 RELEASED = "released by an operator: the hold rules are not asked"
+
+
+async def requeue_when_due(desk: Desk, rule: str, after: timedelta) -> int:
+    """Put mail held by `rule` back in line once `after` has passed since it was held (a flood that
+    waited out the rate-limit window goes through then, asked again by every rule); returns how many."""
+    async with desk.db.transaction() as session:
+        due = await session.scalars(
+            update(InboundMail).where(InboundMail.status == InboundStatus.HELD,
+                                      InboundMail.reason.startswith(f"{rule}:", autoescape=True),
+                                      InboundMail.processed_at <= desk.clock() - after)
+            .values(status=InboundStatus.RECEIVED, reason=None, processed_at=None, claimed_until=None)
+            .returning(InboundMail.id))
+        return len(due.all())
 
 
 async def requeue(desk: Desk, mail_ids: Sequence[int], *, release: bool = False) -> int:

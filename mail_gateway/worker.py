@@ -7,7 +7,7 @@ import contextlib
 import logging
 from collections.abc import Callable
 
-from core.inbound import pending_ids
+from core.inbound import pending_ids, requeue_when_due
 from core.intake import Intake, Kind, Outcome, Parsed
 from mail_gateway.handoff import Handoff
 from mail_gateway.parse_process import ParseProcess
@@ -74,7 +74,12 @@ class InboundWorker:
 
     async def drain(self) -> int:
         """Take what is waiting, oldest first, a batch per unit of work; returns how many mails this
-        call settled. The next batch is read and parsed while the current one is taken."""
+        call settled. The next batch is read and parsed while the current one is taken. Mail the
+        rate limit held is put back in line first once its window has passed."""
+        settings = self.handoff.intake.settings
+        released = await requeue_when_due(self.desk, "rate-limit", settings.new_tickets_window)
+        if released:
+            log.info("%d mail(s) held by the rate limit waited out its window and go through again", released)
         settled = 0
         while not self._stopping.is_set():
             ids = await pending_ids(self.desk, limit=BATCH)

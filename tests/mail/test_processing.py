@@ -626,3 +626,17 @@ async def test_machine_mail_rules(headers, envelope_from, rule):
 async def test_mail_from_mailer_daemon_is_machine_mail(desk):
     outcome = await deliver(desk, ctx, simple_mail("MAILER-DAEMON@mx.other.test", "Warning: message delayed"))
     assert outcome.machine and "mailer-daemon" in outcome.detail.lower()
+
+
+async def test_mail_held_by_the_rate_limit_goes_through_by_itself_once_its_window_passes(desk, clock):
+    for i in range(5):
+        await deliver(desk, ctx, simple_mail("burst@customer.test", f"Question {i}"))
+    sixth = await deliver(desk, ctx, simple_mail("burst@customer.test", "Question 6"))
+    assert sixth.kind == Kind.HELD
+    worker = InboundWorker(Intake(desk, ctx))
+    assert await worker.drain() == 0  # still inside the window: it stays held
+    assert (await stored_row(desk, sixth.mail_id)).status == InboundStatus.HELD
+    clock.advance(minutes=11)
+    assert await worker.drain() == 1
+    row = await stored_row(desk, sixth.mail_id)
+    assert row.status == InboundStatus.PROCESSED and row.ticket_id is not None
