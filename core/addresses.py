@@ -18,6 +18,22 @@ def normalize(address: str | None) -> str | None:
     return email if local and domain else None
 
 
+# Domains where one address says nothing about the next: anyone can have an account there.
+PUBLIC_PROVIDERS = frozenset({
+    "gmail.com", "googlemail.com", "outlook.com", "hotmail.com", "live.com", "msn.com", "yahoo.com",
+    "ymail.com", "icloud.com", "me.com", "mac.com", "aol.com", "gmx.com", "gmx.de", "gmx.net", "web.de",
+    "proton.me", "protonmail.com", "pm.me", "mail.com", "zoho.com", "yandex.com", "yandex.ru", "mail.ru",
+    "qq.com", "163.com", "126.com", "fastmail.com", "tutanota.com", "t-online.de", "orange.fr", "free.fr",
+    "laposte.net", "libero.it", "btinternet.com", "comcast.net", "att.net", "verizon.net",
+})
+
+
+def same_organisation(one: str, other: str) -> bool:
+    """Both addresses at one company's own domain (not a public mail provider's)."""
+    domain = one.strip().lower().rpartition("@")[2]
+    return bool(domain) and domain == other.strip().lower().rpartition("@")[2] and domain not in PUBLIC_PROVIDERS
+
+
 def without_tag(address: str) -> str:
     """`support+anything@x` -> `support@x` (plus-addressing); the address itself when it has no tag."""
     local, at, domain = address.strip().lower().partition("@")

@@ -11,6 +11,7 @@ from enum import StrEnum
 from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from core.addresses import same_organisation
 from core.desk import Desk
 from core.enums import Direction
 from core.intake.ledger import EarlierCopy, StoredMail, find_earlier_copy
@@ -83,9 +84,9 @@ async def match_thread(uow: UnitOfWork, desk: Desk, stored: StoredMail, mail: Pa
         if await _may_join(session, number, sender, referenced):
             return ThreadMatch(Via.REFERENCES, number)
         refers_to = refers_to or number
-    number = await _by_subject_tag(session, desk, mail.subject or "", sender)
+    number, detail = await _by_subject_tag(session, desk, mail.subject or "", sender)
     if number is not None:
-        return ThreadMatch(Via.SUBJECT_TAG, number)
+        return ThreadMatch(Via.SUBJECT_TAG, number, detail=detail)
     number = await _by_reply_read_first(session, mail, sender)
     if number is not None:
         return ThreadMatch(Via.REPLY_READ_FIRST, number)
@@ -139,16 +140,23 @@ async def _by_known_message_id(session: AsyncSession, referenced: Sequence[str])
     return number if merged_into is None else await _live_number(session, number)
 
 
-async def _by_subject_tag(session: AsyncSession, desk: Desk, subject: str, sender: str | None) -> int | None:
-    """`[#1234]` counts only for a participant: anyone can type a number into a subject."""
+async def _by_subject_tag(session: AsyncSession, desk: Desk, subject: str,
+                          sender: str | None) -> tuple[int | None, str]:
+    """`[#1234]` counts only for a participant, or a colleague of the requester (the same company
+    domain, not a public mail provider): anyone can type a number into a subject."""
     if not sender:
-        return None
+        return None, ""
     tag = re.compile(r"\[" + re.escape(desk.settings.ticket_prefix) + r"\s*(\d{1,12})\]")
     for found in tag.finditer(subject[:998]):
         ticket = await follow_merges(session, int(found.group(1)))
-        if ticket is not None and await is_participant(session, ticket, sender):
-            return ticket.number
-    return None
+        if ticket is None:
+            continue
+        if await is_participant(session, ticket, sender):
+            return ticket.number, ""
+        requester = await session.scalar(_REQUESTER_EMAIL, {"ticket_id": ticket.id})
+        if requester and same_organisation(sender, requester):
+            return ticket.number, f"a colleague of {requester.partition('@')[0][:1]}…@{requester.partition('@')[2]}"
+    return None, ""
 
 
 async def _by_reply_read_first(session: AsyncSession, mail: ParsedMail, sender: str | None) -> int | None:
@@ -182,6 +190,8 @@ _BY_MESSAGE_ID = (select(Ticket.number, Ticket.merged_into_id).join(Message, Mes
                   .order_by(Message.id.desc()).limit(1))
 _BY_OUTBOX_ID = (select(Ticket.number, Ticket.merged_into_id).join(OutboxMail, OutboxMail.ticket_id == Ticket.id)
                  .where(OutboxMail.rfc822_message_id.in_(bindparam("forms", expanding=True))).limit(1))
+_REQUESTER_EMAIL = (select(Contact.email).join(Ticket, Ticket.requester_id == Contact.id)
+                    .where(Ticket.id == bindparam("ticket_id")))
 _RECIPIENTS_OF = (select(OutboxMail.recipients)
                   .where(OutboxMail.rfc822_message_id.in_(bindparam("forms", expanding=True)),
                          OutboxMail.ticket_id == bindparam("ticket_id")).limit(MAX_IDS_LOOKED_UP))

@@ -138,3 +138,16 @@ async def test_a_verdict_from_a_server_we_do_not_trust_or_below_the_top_counts_f
     # No trusted server configured: nobody's verdict is read.
     outcome = await deliver(desk, ctx, simple_mail("ceo2@bank.test", "Hello", extra=AUTH))
     assert outcome.kind == Kind.OPENED
+
+
+async def test_a_colleague_of_the_requester_may_answer_with_the_tag_and_is_named_as_such(desk):
+    number = await open_alice_ticket(desk)  # alice@customer.test
+    outcome = await deliver(desk, ctx, simple_mail("carol@customer.test", f"Re: [#{number}] Refund"))
+    assert (outcome.kind, outcome.ticket_number) == (Kind.ADDED, number)
+    assert "a colleague of a…@customer.test" in outcome.detail
+
+
+async def test_the_same_public_mail_provider_is_no_organisation(desk):
+    first = await deliver(desk, ctx, simple_mail("alice@gmail.com", "Refund"))
+    outcome = await deliver(desk, ctx, simple_mail("mallory@gmail.com", f"Re: [#{first.ticket_number}] Refund"))
+    assert outcome.kind == Kind.OPENED and outcome.ticket_number != first.ticket_number
