@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from core.desk import Desk
 from core.errors import describe_error
+from core.intake import Kind
 from mail_gateway.handoff import Handoff
 from mail_gateway.store import store_received
 
@@ -36,6 +37,8 @@ async def ingest(desk: Desk, handoff: Handoff, mails: Sequence[tuple[str, bytes]
         try:
             [outcome] = await handoff.take([stored.id])
             line = outcome.describe(desk.format_number)
+            if outcome.kind == Kind.SKIPPED:  # a copy is being processed elsewhere: it finishes this one
+                line = f"mail {stored.id}: stored; another process is taking it (or a copy of it) now"
         except Exception as e:  # stored is what counts: the worker of `supportbot run` finishes it
             log.error("mail %d stored but not processed: %s", stored.id, describe_error(e))
             line = f"mail {stored.id}: stored; processing deferred ({describe_error(e)})"
