@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import bindparam, func, insert, select, update
@@ -32,6 +32,9 @@ class RawMail:
     envelope_to: Sequence[str] = ()
     message_id: str | None = None  # from the header block, found cheaply by the edge
     content_digest: str | None = None  # of what makes the mail itself (mail_gateway.store.content_digest)
+    # When it reached our side, if earlier than now (an IMAP server's INTERNALDATE): rate limits count
+    # by it, so catching up on a mailbox decides as live delivery would have.
+    received_at: datetime | None = None
 
 
 async def store_raw(
@@ -69,7 +72,8 @@ async def store_raw_many(desk: Desk, mails: Sequence[RawMail], *, source: str, m
         key = dedupe_key(mail, digest)
         rows.append({"source": source, "mailbox": mailbox, "envelope_from": mail.envelope_from,
                      "envelope_to": list(mail.envelope_to), "raw": mail.raw, "sha256": digest,
-                     "dedupe_key": key, "status": InboundStatus.RECEIVED, "received_at": now})
+                     "dedupe_key": key, "status": InboundStatus.RECEIVED,
+                     "received_at": min(mail.received_at, now) if mail.received_at else now})
     async with desk.db.transaction() as session:
         keys = sorted({row["dedupe_key"] for row in rows})
         found = await session.execute(_EARLIEST_BY_KEY, {"mailbox": mailbox, "keys": keys})
@@ -152,15 +156,20 @@ async def list_by_status(desk: Desk, status: InboundStatus, limit: int = 100, *,
 RELEASED = "released by an operator: the hold rules are not asked"
 
 
+# The reason a row carries when it waited out the rate-limit window: that rule lets it through then
+# (counting by arrival, it would hold it again for good); every other rule is still asked.
+WAITED_OUT = "waited out the rate-limit window"
+
+
 async def requeue_when_due(desk: Desk, rule: str, after: timedelta) -> int:
-    """Put mail held by `rule` back in line once `after` has passed since it was held (a flood that
-    waited out the rate-limit window goes through then, asked again by every rule); returns how many."""
+    """Put mail held by `rule` back in line once `after` has passed since it was held, marked
+    WAITED_OUT; returns how many."""
     async with desk.db.transaction() as session:
         due = await session.scalars(
             update(InboundMail).where(InboundMail.status == InboundStatus.HELD,
                                       InboundMail.reason.startswith(f"{rule}:", autoescape=True),
                                       InboundMail.processed_at <= desk.clock() - after)
-            .values(status=InboundStatus.RECEIVED, reason=None, processed_at=None, claimed_until=None)
+            .values(status=InboundStatus.RECEIVED, reason=WAITED_OUT, processed_at=None, claimed_until=None)
             .returning(InboundMail.id))
         return len(due.all())
 

@@ -16,7 +16,7 @@ from sqlalchemy import Table, bindparam, func, select, text, update
 
 from core.enums import Direction, InboundStatus, OutboxStatus
 from core.event_types import MailBounced, MailHeld, MailQuarantined
-from core.inbound import RELEASED
+from core.inbound import RELEASED, WAITED_OUT
 from core.models import InboundMail, Message, OutboxMail, Ticket
 from core.uow import UnitOfWork
 
@@ -33,7 +33,9 @@ class StoredMail:
     envelope_from: str | None
     envelope_to: Sequence[str]
     raw_size: int
+    received_at: datetime
     released: bool  # an operator let it past the rules that hold mail
+    waited_out: bool  # held by the rate limit, it waited out the window
     alone: bool  # known to have no other stored copy and no message made from it yet
 
 
@@ -72,7 +74,8 @@ async def claim(uow: UnitOfWork, mail_ids: Sequence[int]) -> list[StoredMail]:
     shared = set(await session.scalars(_KEYS_STORED_TWICE, {"keys": sorted({r.dedupe_key for r in rows})}))
     made = set(await session.scalars(_MADE_A_MESSAGE, {"ids": free}))
     return [StoredMail(r.id, r.dedupe_key, r.envelope_from, list(r.envelope_to or []), int(r.size or 0),
-                       r.reason == RELEASED, alone=r.dedupe_key not in shared and r.id not in made)
+                       r.received_at, r.reason == RELEASED, r.reason == WAITED_OUT,
+                       alone=r.dedupe_key not in shared and r.id not in made)
             for r in rows]
 
 
@@ -92,6 +95,7 @@ _TRY_KEY_LOCKS = text("SELECT k FROM unnest(CAST(:keys AS text[])) AS k "
 _RECEIVED_IN = (select(InboundMail.id).where(InboundMail.id.in_(bindparam("ids", expanding=True)),
                                              InboundMail.status == InboundStatus.RECEIVED))
 _STORED_IN = (select(InboundMail.id, InboundMail.dedupe_key, InboundMail.envelope_from, InboundMail.envelope_to,
+                     InboundMail.received_at,
                      InboundMail.reason, func.length(InboundMail.raw).label("size"))
               .where(InboundMail.id.in_(bindparam("ids", expanding=True))).order_by(InboundMail.id))
 _KEYS_STORED_TWICE = (select(InboundMail.dedupe_key)

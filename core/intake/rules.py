@@ -18,10 +18,11 @@ from typing import Protocol
 
 from sqlalchemy import bindparam, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
 
 from core.desk import Desk
 from core.intake.settings import IntakeSettings
-from core.models import Contact, Ticket
+from core.models import Contact, InboundMail, Message, Ticket
 from core.parsed_mail import ParsedMail
 from core.services import find_contact
 from core.uow import UnitOfWork
@@ -49,6 +50,8 @@ class RuleContext:
     envelope_from: str | None
     raw_size: int
     new_ticket: bool  # thread matching found no ticket: this mail would open one
+    received_at: datetime  # when the mail reached us (limits count by it, not by processing time)
+    waited_out: bool = False  # held by the rate limit before, it waited out the window
 
 
 class Rule(Protocol):
@@ -233,12 +236,13 @@ class NewTicketRateLimit:
     name = "rate-limit"
 
     async def check(self, mail: ParsedMail, ctx: RuleContext) -> str | None:
-        if not ctx.new_ticket or not ctx.sender:
+        if not ctx.new_ticket or not ctx.sender or ctx.waited_out:
             return None
         limit, window = ctx.settings.new_tickets_per_sender, ctx.settings.new_tickets_window
         if await find_contact(ctx.uow, ctx.sender) is None:
             return None  # a first-time sender has opened nothing yet (tickets have a requester contact)
-        opened = await _tickets_opened_since(ctx.uow.session, ctx.sender, ctx.desk.clock() - window)
+        opened = await _tickets_opened_between(ctx.uow.session, ctx.sender, ctx.received_at - window,
+                                               ctx.received_at)
         if opened >= limit:
             minutes = f"{window.total_seconds() / 60:g}"
             return f"sender opened {opened} tickets in the last {minutes} minutes (limit {limit})"
@@ -255,14 +259,21 @@ class Oversize:
         return None
 
 
-async def _tickets_opened_since(session: AsyncSession, email: str, since: datetime) -> int:
-    count = await session.scalar(_OPENED_SINCE, {"email": email, "since": since})
+async def _tickets_opened_between(session: AsyncSession, email: str, since: datetime, until: datetime) -> int:
+    """Tickets of this requester whose first mail reached us in (since, until]: by arrival, so a
+    mailbox read after downtime is judged as its mail arrived, not as a flood at reading time."""
+    count = await session.scalar(_OPENED_BETWEEN, {"email": email, "since": since, "until": until})
     return int(count or 0)
 
 
-# Built once: both run for nearly every inbound mail, and building a statement costs more than running it.
-_OPENED_SINCE = (select(func.count(Ticket.id)).join(Contact, Contact.id == Ticket.requester_id)
-                 .where(Contact.email == bindparam("email"), Ticket.created_at >= bindparam("since")))
+# Built once: it runs for most new tickets, and building a statement costs more than running it.
+_first = aliased(Message)
+_OPENED_BETWEEN = (
+    select(func.count(func.distinct(Ticket.id))).join(Contact, Contact.id == Ticket.requester_id)
+    .join(Message, Message.ticket_id == Ticket.id).join(InboundMail, InboundMail.id == Message.inbound_mail_id)
+    .where(Contact.email == bindparam("email"), InboundMail.received_at > bindparam("since"),
+           InboundMail.received_at <= bindparam("until"),
+           Message.id == select(func.min(_first.id)).where(_first.ticket_id == Ticket.id).scalar_subquery()))
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from core.intake import ledger
 from core.intake.ledger import Marks, StoredMail
 from core.intake.outcome import Kind, Outcome
 from core.intake.participants import other_recipients, sender_of
-from core.intake.routing import route
+from core.intake.routing import route, support_address
 from core.intake.rules import CHAIN, WITHOUT_HOLDS, Action, Decision, RuleContext, evaluate
 from core.intake.settings import IntakeSettings
 from core.intake.threading import ThreadMatch, Via, bracketed, match_thread
@@ -116,7 +116,8 @@ class Intake:
         if match.via == Via.DUPLICATE:
             return self._duplicate(step, held, match)
         context = RuleContext(self.desk, uow, self.settings, sender, held.envelope_from, held.raw_size,
-                              new_ticket=match.ticket_number is None)
+                              new_ticket=match.ticket_number is None, received_at=held.received_at,
+                              waited_out=held.waited_out)
         decision = await evaluate(mail, context, WITHOUT_HOLDS if held.released else CHAIN)
         if decision.stop is not None:
             return await self._stopped(step, held, mail, decision)
@@ -144,7 +145,8 @@ class Intake:
             recipients = [a.email for a in [*mail.to, *mail.cc] if a.email] + [*mail.delivered_to, *held.envelope_to]
             routed = route(self.settings, recipients, mail.subject or "", mail.text or "")
             request = NewTicket(author, content, cc=cc, category=routed.category, priority=routed.priority,
-                                refers_to=match.refers_to, caps=self.caps)
+                                refers_to=match.refers_to, caps=self.caps,
+                                support_address=support_address(self.settings, recipients))
             refers = (f"refers to {self.desk.format_number(match.refers_to)}, whose conversation its sender is not "
                       "part of" if match.refers_to else "")
             step.waiting.append(_Opening(held.id, request, _why(refers, routed.why, machine_why)))
