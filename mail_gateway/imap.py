@@ -15,7 +15,7 @@ from core.backoff import Backoff
 from core.desk import Desk
 from core.imap_models import ImapPosition, ReadUpTo, load_position, save_position
 from core.inbound import StoredMail
-from mail_gateway.imap_connection import ImapConnection, MailboxSettings
+from mail_gateway.imap_connection import FetchedMail, ImapConnection, MailboxSettings
 from mail_gateway.store import store_received_many
 
 log = logging.getLogger("mail_gateway.imap")
@@ -157,7 +157,8 @@ class ImapSource:
             present = [uid for uid in batch if uid in fetched]  # the others were expunged meanwhile
             after = ImapPosition(position.uidvalidity, batch[-1])
 
-            stored = await self._store(self.desk, [fetched[uid] for uid in present],
+            stored = await self._store(self.desk, [fetched[uid].raw for uid in present],
+                                       received=[fetched[uid].internaldate for uid in present],
                                        source=f"imap:{self.config.name}", mailbox=self.config.name,
                                        read_up_to=ReadUpTo(self.config.name, self.config.folder, after))
             position = after
@@ -168,7 +169,7 @@ class ImapSource:
             await self._call(self._conn.acknowledge, present)
         return position
 
-    async def _fetch_left_out(self, uids: list[int]) -> dict[int, bytes]:
+    async def _fetch_left_out(self, uids: list[int]) -> dict[int, FetchedMail]:
         """UIDs a FETCH answer left out: expunged meanwhile (nothing to store), or a server that
         skipped them. Those still in the folder are asked for again; if they still do not come, the
         round fails (the source retries after a backoff) rather than move the position past them,

@@ -10,6 +10,7 @@ import ssl
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal, Protocol
 
@@ -53,6 +54,19 @@ class MailboxSettings(Protocol):
     def reconnect_max_seconds(self) -> float: ...
     @property
     def fetch_batch(self) -> int: ...
+
+
+@dataclass(frozen=True)
+class FetchedMail:
+    raw: bytes
+    internaldate: datetime | None  # when the server received it (RFC 3501), in UTC
+
+
+def _aware(value: object) -> datetime | None:
+    """imapclient gives INTERNALDATE as a naive local time (normalise_times): make it UTC-aware."""
+    if not isinstance(value, datetime):
+        return None
+    return value.astimezone(UTC)  # a naive value is read as local time
 
 
 @dataclass(frozen=True)
@@ -116,10 +130,11 @@ class ImapConnection:
                 sizes[uid] = int(data.get(b"RFC822.SIZE", 0))
         return sizes
 
-    def fetch(self, uids: Sequence[int]) -> dict[int, bytes]:
-        """Raw bytes by UID; BODY.PEEK leaves \\Seen alone (that is set after the commit)."""
-        fetched = self._client.fetch(list(uids), ["BODY.PEEK[]"])
-        return {uid: data[b"BODY[]"] for uid, data in fetched.items() if b"BODY[]" in data}
+    def fetch(self, uids: Sequence[int]) -> dict[int, FetchedMail]:
+        """Raw bytes and arrival time by UID; BODY.PEEK leaves \\Seen alone (set after the commit)."""
+        fetched = self._client.fetch(list(uids), ["BODY.PEEK[]", "INTERNALDATE"])
+        return {uid: FetchedMail(data[b"BODY[]"], _aware(data.get(b"INTERNALDATE")))
+                for uid, data in fetched.items() if b"BODY[]" in data}
 
     def acknowledge(self, uids: Sequence[int]) -> None:
         """Flag \\Seen and, if configured, move to the processed folder (never before the commit)."""

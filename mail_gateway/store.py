@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Sequence
+from datetime import datetime
 
 from core.desk import Desk
 from core.imap_models import ReadUpTo
@@ -54,7 +55,10 @@ async def store_received(desk: Desk, raw: bytes, *, source: str, mailbox: str = 
 
 
 async def store_received_many(desk: Desk, raws: Sequence[bytes], *, source: str, mailbox: str = "",
-                              read_up_to: ReadUpTo | None = None) -> list[StoredMail]:
+                              read_up_to: ReadUpTo | None = None,
+                              received: Sequence[datetime | None] | None = None) -> list[StoredMail]:
     """A batch in one transaction, with the IMAP position after it (core.inbound.store_raw_many)."""
-    mails = [RawMail(raw, message_id=message_id_of(raw), content_digest=content_digest(raw)) for raw in raws]
+    arrivals = list(received) if received is not None else [None] * len(raws)
+    mails = [RawMail(raw, message_id=message_id_of(raw), content_digest=content_digest(raw), received_at=at)
+             for raw, at in zip(raws, arrivals, strict=True)]
     return await store_raw_many(desk, mails, source=source, mailbox=mailbox, read_up_to=read_up_to)

@@ -20,7 +20,7 @@ from core.models import InboundMail, Ticket
 from core.tokens import Signer
 from mail_gateway import imap
 from mail_gateway.imap import ImapSource, _batches
-from mail_gateway.imap_connection import ImapConnection
+from mail_gateway.imap_connection import FetchedMail, ImapConnection
 from mail_gateway.store import store_received_many
 from mail_gateway.worker import InboundWorker
 from supportbot.config import Config, ImapMailboxConfig
@@ -213,7 +213,7 @@ class _SkippingConnection(ImapConnection):
         super().__init__(config)
         self.skipped: list[int] = []
 
-    def fetch(self, uids: Sequence[int]) -> dict[int, bytes]:
+    def fetch(self, uids: Sequence[int]) -> dict[int, FetchedMail]:
         fetched = super().fetch(uids)
         if not self.skipped and fetched:
             self.skipped.append(min(fetched))
@@ -237,7 +237,7 @@ async def test_a_mail_the_server_leaves_out_of_a_fetch_is_asked_for_again_not_pa
 class _NeverReturningConnection(ImapConnection):
     """The real connection, except that the server never returns the mail with the lowest UID."""
 
-    def fetch(self, uids: Sequence[int]) -> dict[int, bytes]:
+    def fetch(self, uids: Sequence[int]) -> dict[int, FetchedMail]:
         fetched = super().fetch(uids)
         fetched.pop(1, None)
         return fetched
@@ -498,3 +498,18 @@ async def test_mail_sent_through_postfix_becomes_a_ticket_via_dovecot_and_imap(
     assert b"Received: from" in row.raw and b"mx.example.test" in row.raw  # Postfix's trace header
     (ticket,) = await tickets(sqlite_desk)
     assert ticket.subject == "through the whole chain" and row.ticket_id == ticket.id
+
+
+def test_a_fetched_mail_comes_with_the_time_the_server_received_it(dovecot: Dovecot) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    dovecot.deliver(mail("when did it come", "when@example.org"))
+    connection = ImapConnection(mailbox(dovecot))
+    connection.open()
+    try:
+        [(uid, fetched)] = connection.fetch(connection.new_uids(0)).items()
+    finally:
+        connection.close()
+    assert b"when did it come" in fetched.raw
+    assert fetched.internaldate is not None and fetched.internaldate.tzinfo is not None
+    assert abs(datetime.now(UTC) - fetched.internaldate) < timedelta(minutes=5)
