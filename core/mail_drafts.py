@@ -43,6 +43,19 @@ class Draft:
     references: Sequence[str] = ()
     attachments: Sequence[FileAttachment] = ()
     kind: str = ""  # ack, reply, resolved, closed: recorded in the outbox
+    # Who the mail is from: the support address the ticket's first mail reached, its display name
+    # and signature. Empty: the composer's own (the first support address, the desk-wide from_name).
+    from_address: str = ""
+    from_name: str = ""
+    signature: str = ""
+
+
+@dataclass(frozen=True)
+class AddressIdentity:
+    """How the desk signs the mail it sends from one support address ([mail.addresses."…"])."""
+
+    name: str = ""  # display name; empty: the desk-wide from_name
+    signature: str = ""  # plain text closing the mail; empty: the desk's name as always
 
 
 @dataclass(frozen=True)

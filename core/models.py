@@ -98,6 +98,9 @@ class Ticket(Base):
     merged_into_id: Mapped[int | None] = mapped_column(ForeignKey("tickets.id"))
     # A customer wrote to a ticket closed too long ago: the new ticket points at the old one.
     follow_up_of_id: Mapped[int | None] = mapped_column(ForeignKey("tickets.id"))
+    # The support address the first mail reached (plus-tag folded): the desk answers from it.
+    # None: opened by staff, or by mail to none of the configured addresses (the first one answers).
+    support_address: Mapped[str | None] = mapped_column(String(320))
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime] = mapped_column(index=True)
     first_response_at: Mapped[datetime | None]

@@ -6,7 +6,7 @@ it is given), so the core decides and the edge only writes MIME.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -25,7 +25,7 @@ from core.event_types import (
     TicketOpened,
     typed,
 )
-from core.mail_drafts import Draft, FileAttachment, MailComposer, Recipient
+from core.mail_drafts import AddressIdentity, Draft, FileAttachment, MailComposer, Recipient
 from core.message_ids import message_ids
 from core.models import Contact, Event, Message, OutboxMail, Participant, Staff, Ticket
 from core.outbox import OutgoingMail, automatic_mail_allowed, enqueue
@@ -74,10 +74,13 @@ def _duration(span: timedelta, kind: str) -> str:
 class Notifier:
     def __init__(self, desk: Desk, composer: MailComposer, *, support_addresses: Collection[str],
                  automatic_per_hour: int, expectation: Callable[[Ticket], str] = default_expectation,
-                 quote_customer: bool = False, automatic_total_per_hour: int | None = None) -> None:
+                 quote_customer: bool = False, automatic_total_per_hour: int | None = None,
+                 identities: Mapping[str, AddressIdentity] | None = None) -> None:
         self.desk = desk
         self.composer = composer
         self.own = OwnAddresses.of(support_addresses)
+        # Name and signature per support address ([mail.addresses."…"]); keys lowercased.
+        self.identities = {a.strip().lower(): i for a, i in (identities or {}).items()}
         self.automatic_per_hour = automatic_per_hour
         # An acknowledgement goes to whatever address a mail claims to be from: repeating the
         # mail's text (and its links) would let anyone send their text to a stranger through us.
@@ -215,8 +218,17 @@ class Notifier:
         return [Recipient(contact.email, contact.name)]
 
     def _draft(self, ticket: Ticket, **fields: Any) -> Draft:
+        sender = self.sender_address(ticket)
+        identity = self.identities.get(sender or self.composer.support_address.lower(), AddressIdentity())
         return Draft(ticket_number=ticket.number, ticket_ref=self.desk.format_number(ticket.number),
-                     ticket_subject=ticket.subject, **fields)
+                     ticket_subject=ticket.subject, from_address=sender or "", from_name=identity.name,
+                     signature=identity.signature, **fields)
+
+    def sender_address(self, ticket: Ticket) -> str | None:
+        """The support address the ticket's first mail reached, while it is still one of ours; None:
+        the composer's (the first support address), also for a ticket opened by staff."""
+        address = (ticket.support_address or "").strip().lower()
+        return address if address and address in self.own.addresses else None
 
     async def _queue(self, uow: UnitOfWork, event: Event, ticket: Ticket, draft: Draft) -> OutboxMail | None:
         session = uow.session
@@ -224,7 +236,8 @@ class Notifier:
         if await session.scalar(select(OutboxMail.id).where(OutboxMail.rfc822_message_id == composed.message_id)):
             return None  # queued already (an event replayed after the cursor was reset by hand)
         row = await enqueue(uow, OutgoingMail(
-            kind=draft.kind, rfc822_message_id=composed.message_id, mail_from=self.composer.support_address,
+            kind=draft.kind, rfc822_message_id=composed.message_id,
+            mail_from=draft.from_address or self.composer.support_address,
             recipients=composed.recipients, content=composed.content, automatic=draft.automatic,
             ticket_id=ticket.id, message_id=event.message_id), self.desk.clock())
         return row

@@ -189,6 +189,13 @@ class KeywordRuleConfig(Section):
         return cleaned
 
 
+class AddressConfig(Section):
+    """[mail.addresses."billing@example.com"]: how mail from that support address is signed."""
+
+    name: str = ""  # display name on mail from this address; empty: mail.from_name (else desk.name)
+    signature: str = ""  # plain text closing our mail from this address; empty: desk.name
+
+
 class MailConfig(Section):
     support_addresses: tuple[str, ...] = ("support@localhost",)
     from_name: str = ""  # display name on our mail; empty: the desk's name
@@ -200,6 +207,8 @@ class MailConfig(Section):
     max_cc_per_mail: int = Field(10, ge=0)  # other recipients of one mail who join its ticket
     max_participants_per_ticket: int = Field(25, ge=1)  # beyond: held, named to staff
     category_by_address: dict[str, str] = {}
+    # Per support address (a key of mail.support_addresses): display name and signature of our mail.
+    addresses: dict[str, AddressConfig] = {}
     keyword_rules: tuple[KeywordRuleConfig, ...] = ()
     processing_timeout_seconds: float = Field(30, gt=0)  # parse budget per mail; slower: quarantined
     inbound_poll_seconds: float = Field(5, gt=0)  # how often to look for mail stored by other processes
@@ -220,6 +229,17 @@ class MailConfig(Section):
         cleaned = tuple(a.strip().lower() for a in value)
         if not cleaned or any(a.count("@") != 1 or " " in a for a in cleaned):
             raise ValueError("a non-empty list of email addresses such as 'support@example.com'")
+        return cleaned
+
+    @field_validator("addresses")
+    @classmethod
+    def _identities(cls, value: dict[str, AddressConfig], info: ValidationInfo) -> dict[str, AddressConfig]:
+        cleaned = {a.strip().lower(): identity for a, identity in value.items()}
+        ours = info.data.get("support_addresses")
+        unknown = [a for a in cleaned if ours is not None and a not in ours]
+        if unknown:
+            raise ValueError(f"a table per support address; mail.addresses.\"{unknown[0]}\" is not one of "
+                             f"mail.support_addresses ({', '.join(ours or ())})")
         return cleaned
 
 

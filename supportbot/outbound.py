@@ -8,6 +8,7 @@ from datetime import timedelta
 from core.background import Background
 from core.desk import Desk
 from core.events import run_consumer
+from core.mail_drafts import AddressIdentity
 from core.notifier import (
     CONSUMER,
     Notifier,
@@ -46,7 +47,14 @@ def build_notifier(config: Config, desk: Desk, secret: bytes) -> Notifier:
     return Notifier(desk, build_composer(config, secret), support_addresses=config.mail.support_addresses,
                     automatic_per_hour=config.mail.outbound.max_automatic_per_recipient_per_hour,
                     automatic_total_per_hour=config.mail.outbound.max_automatic_per_hour,
-                    quote_customer=config.mail.outbound.acknowledgement_quotes_customer, expectation=expectation)
+                    quote_customer=config.mail.outbound.acknowledgement_quotes_customer, expectation=expectation,
+                    identities=address_identities(config))
+
+
+def address_identities(config: Config) -> dict[str, AddressIdentity]:
+    """[mail.addresses."…"]: the display name and signature of the mail sent from each support address."""
+    return {address: AddressIdentity(name=identity.name, signature=identity.signature)
+            for address, identity in config.mail.addresses.items()}
 
 
 def build_transport(config: Config) -> Transport:

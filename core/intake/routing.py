@@ -6,7 +6,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from core.addresses import without_tag
+from core.addresses import normalize, without_tag
 from core.enums import Priority
 from core.intake.settings import IntakeSettings
 
@@ -45,6 +45,21 @@ def route(settings: IntakeSettings, recipients: Iterable[str], subject: str, tex
         if category is not None and priority is not None:
             break
     return Route(category, priority, "; ".join(reasons))
+
+
+def support_address(settings: IntakeSettings, recipients: Iterable[str]) -> str | None:
+    """The first of our support addresses the mail reached, plus-tag folded (`billing+x@` -> `billing@`),
+    in the order given (To, Cc, Delivered-To, the envelope); None when it reached none of them."""
+    ours = settings.own.addresses
+    for address in recipients:
+        email = normalize(address)
+        if email is None:
+            continue
+        if email in ours:
+            return email
+        if without_tag(email) in ours:
+            return without_tag(email)
+    return None
 
 
 def _category_for_address(settings: IntakeSettings, address: str) -> str | None:

@@ -102,6 +102,8 @@ class NewTicket:
     refers_to: int | None = None
     caps: ParticipantCaps = NO_CAPS
     held_cc: Sequence[ContactRef] = ()  # left out by the caps (filled in by open_tickets)
+    # The support address the mail reached (plus-tag folded); the desk answers from it. None: the first.
+    support_address: str | None = None
 
 
 async def open_ticket(
@@ -156,7 +158,7 @@ async def add_customer_message(
         if (ticket.status == Status.CLOSED and not content.is_machine and ticket.closed_at is not None
                 and now - ticket.closed_at > desk.settings.reopen_closed_within):
             follow_up = _capped(NewTicket(author, content, cc=cc, category=ticket.category, priority=ticket.priority,
-                                          caps=caps))
+                                          caps=caps, support_address=ticket.support_address))
             return (await _open_many(desk, uow, [_Opening(follow_up, contact, follow_up_of=ticket)]))[0]
 
         message = await _add_message(session, desk, ticket, Direction.INBOUND, content, contact=contact)
@@ -246,6 +248,7 @@ async def _open_many(desk: Desk, uow: UnitOfWork, openings: Sequence[_Opening]) 
         category=validate_category(desk, o.request.category) if o.request.category else None,
         requester_id=o.requester.id, follow_up_of_id=o.follow_up_of.id if o.follow_up_of else None,
         created_at=now, updated_at=now, last_customer_message_at=None if o.request.content.is_machine else now,
+        support_address=o.request.support_address,
     ) for number, o in zip(numbers, openings, strict=True)]
     await insert_all_now(session, tickets, key="number")
 

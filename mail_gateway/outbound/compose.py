@@ -63,17 +63,21 @@ class Composer:
         cc = [r for r in draft.cc if is_simple_address(r.email) and r.email not in {t.email for t in to}]
         if not to and not cc:
             raise ValueError("no deliverable recipient")
+        sender = draft.from_address.strip().lower() or self.support_address
+        if not is_simple_address(sender):
+            raise ValueError("the draft's from address is not one plain address")
+        from_name = clean_display_name(draft.from_name) or self.from_name
         message_id = bracketed(self.signer.message_id(draft.ticket_number, draft.message_key))
         subject = reply_subject(draft.ticket_subject, draft.ticket_ref)
         text, html_body = self.render(draft, subject)
         msg = EmailMessage(policy=policy.SMTP)
-        msg["From"] = Address(display_name=self.from_name, addr_spec=self.support_address)
+        msg["From"] = Address(display_name=from_name, addr_spec=sender)
         if to:
             msg["To"] = [_address(r) for r in to]
         if cc:
             msg["Cc"] = [_address(r) for r in cc]
-        msg["Reply-To"] = Address(display_name=self.from_name,
-                                  addr_spec=self.signer.reply_address(self.support_address, draft.ticket_number))
+        msg["Reply-To"] = Address(display_name=from_name,
+                                  addr_spec=self.signer.reply_address(sender, draft.ticket_number))
         msg["Subject"] = subject
         msg["Date"] = format_datetime(draft.date)
         msg["Message-ID"] = message_id
@@ -86,7 +90,7 @@ class Composer:
             # RFC 3834, and Exchange's own flag: no out-of-office or auto-reply back to us.
             msg["Auto-Submitted"] = "auto-replied"
             msg["X-Auto-Response-Suppress"] = "All"
-        msg["X-Loop"] = self.support_address
+        msg["X-Loop"] = sender
         msg.set_content(text, subtype="plain", cte="quoted-printable")
         msg.add_alternative(html_body, subtype="html", cte="quoted-printable")
         for attachment in draft.attachments:
@@ -113,6 +117,7 @@ class Composer:
             "desk_name": self.desk_name, "subject": subject, "preheader": "",
             "reply_marker": REPLY_MARKER, "token": self.signer.ticket_token(draft.ticket_number),
             "customer_name": draft.to[0].name if draft.to else "",
+            "signature": draft.signature.strip(),
             "ticket": {"ref": draft.ticket_ref, "number": draft.ticket_number, "subject": draft.ticket_subject},
             **draft.context,
         }

@@ -106,3 +106,25 @@ def test_the_command_stops_with_a_clear_message_and_no_traceback(tmp_path, capsy
 def test_a_missing_config_file_says_how_to_make_one(tmp_path, capsys):
     assert main(["--config", str(tmp_path / "nope.toml"), "check"]) == 78
     assert "supportbot init" in capsys.readouterr().err
+
+
+def test_per_address_settings_name_an_address_that_is_no_support_address_in_the_error(tmp_path):
+    text = ('[mail]\nsupport_addresses = ["support@example.com", "billing@example.com"]\n'
+            '[mail.addresses."sales@example.com"]\nname = "Sales"\n')
+    with pytest.raises(ConfigError) as error:
+        load_config(write(tmp_path, text), environ={})
+    assert 'mail.addresses."sales@example.com" is not one of mail.support_addresses' in str(error.value)
+    assert "mail.addresses = " in str(error.value)
+
+
+def test_per_address_name_and_signature_are_read_and_an_unknown_key_is_refused(tmp_path):
+    text = ('[mail]\nsupport_addresses = ["support@example.com", "billing@example.com"]\n'
+            '[mail.addresses."Billing@Example.com"]\nname = "Example Billing"\nsignature = "The billing team"\n')
+    config = load_config(write(tmp_path, text), environ={})
+    billing = config.mail.addresses["billing@example.com"]
+    assert (billing.name, billing.signature) == ("Example Billing", "The billing team")
+    assert Config().mail.addresses == {}
+    with pytest.raises(ConfigError) as error:
+        load_config(write(tmp_path, text + 'signtaure = "x"\n'), environ={})
+    assert 'mail.addresses.billing@example.com.signtaure: unknown key' in str(error.value).replace(
+        "Billing@Example.com", "billing@example.com")
