@@ -32,7 +32,7 @@ from bot.format import (
 )
 from bot.tags import ForumTags
 from bot.views import ticket_buttons
-from core import projection
+from core import attachment_policy, projection
 from core.backoff import Backoff
 from core.desk import Desk
 from core.discord_models import DiscordTicketPost
@@ -198,12 +198,17 @@ class Projector:
             return
         limit = self._upload_limit()
         uploads, listed = [], []
+        dangerous = await attachment_policy.dangerous_reasons(self.desk.db, [a.id for a in message.attachments])
         for a in message.attachments:
+            also = f"; dangerous: {dangerous[a.id]}" if a.id in dangerous else ""
             if a.held_back or a.sha256 is None:
-                listed.append(f"{a.filename} ({format_size(a.size)}): held back by the mail size limit")
+                listed.append(f"{a.filename} ({format_size(a.size)}): held back by the mail size limit{also}")
             elif a.size > limit:
                 listed.append(f"{a.filename} ({format_size(a.size)}): larger than this server's upload limit "
-                              f"({format_size(limit)}); kept on the desk")
+                              f"({format_size(limit)}); kept on the desk{also}")
+            elif a.id in dangerous:  # never uploaded: Discord would hand it to anyone who clicks
+                listed.append(f"{a.filename} ({format_size(a.size)}): kept on the desk, not shown here: "
+                              f"{dangerous[a.id]}")
             else:
                 uploads.append(a)
         groups: list[list[Any]] = []

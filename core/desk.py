@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
+from core.attachment_policy import AttachmentPolicy, ScreenedStore
 from core.attachments import AttachmentStore
 from core.db import Database
 from core.enums import Priority, Status
@@ -27,6 +28,8 @@ class CoreSettings:
     # Where a ticket goes after a staff reply that names no status (waiting on the customer).
     status_after_reply: Status = Status.PENDING
     max_tag_length: int = 50
+    # What makes an attachment dangerous: kept on the desk, never passed on (core.attachment_policy).
+    attachments: AttachmentPolicy = AttachmentPolicy()
 
 
 @dataclass
@@ -39,7 +42,8 @@ class Desk:
     @classmethod
     def open(cls, url: str, data_dir: Path, settings: CoreSettings | None = None,
              clock: Clock = utcnow) -> Desk:
-        return cls(Database(url), settings or CoreSettings(), AttachmentStore(data_dir / "attachments"), clock)
+        settings = settings or CoreSettings()
+        return cls(Database(url), settings, ScreenedStore(data_dir / "attachments", settings.attachments), clock)
 
     def unit_of_work(self) -> AbstractAsyncContextManager[UnitOfWork]:
         return unit_of_work(self.db)

@@ -187,6 +187,10 @@ class Attachment(Base):
     content_id: Mapped[str | None] = mapped_column(String(998))
     inline: Mapped[bool] = mapped_column(Boolean, default=False)
     held_back: Mapped[bool] = mapped_column(Boolean, default=False)  # over the size limit
+    # Executable, script, macro document or infected (core.attachment_policy): kept on the desk,
+    # never uploaded to Discord nor attached to mail we send.
+    dangerous: Mapped[bool] = mapped_column(Boolean, default=False)
+    dangerous_reason: Mapped[str | None] = mapped_column(String(255))
 
     message: Mapped[Message] = relationship(back_populates="attachments")
 

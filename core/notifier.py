@@ -191,7 +191,11 @@ class Notifier:
             return
         staff = await session.get(Staff, message.author_staff_id) if message.author_staff_id else None
         files = [FileAttachment(a.filename, a.content_type, await self.desk.files.get(a.sha256))
-                 for a in message.attachments if a.sha256 and not a.held_back]
+                 for a in message.attachments if a.sha256 and not a.held_back and not a.dangerous]
+        for a in message.attachments:
+            if a.dangerous:
+                log.warning("reply on ticket %s goes without %r: a dangerous attachment (%s) is never mailed",
+                            ticket.number, a.filename, a.dangerous_reason or "dangerous")
         in_reply_to, references = await _thread(session, ticket)
         outbox = await self._queue(uow, event, ticket, self._draft(
             ticket, template="reply", kind="reply", message_key=f"m{message.id}",

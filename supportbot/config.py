@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import re
+import shlex
 import tomllib
 from datetime import timedelta
 from pathlib import Path
@@ -12,6 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
+from core.attachment_policy import DEFAULT_DANGEROUS_EXTENSIONS, AttachmentPolicy
 from core.desk import CoreSettings
 from core.enums import Priority, Status
 
@@ -212,6 +214,10 @@ class MailConfig(Section):
     keyword_rules: tuple[KeywordRuleConfig, ...] = ()
     processing_timeout_seconds: float = Field(30, gt=0)  # parse budget per mail; slower: quarantined
     inbound_poll_seconds: float = Field(5, gt=0)  # how often to look for mail stored by other processes
+    # Attachments kept on the desk but never uploaded to Discord nor mailed on (core.attachment_policy).
+    dangerous_extensions: tuple[str, ...] = DEFAULT_DANGEROUS_EXTENSIONS
+    virus_scan_command: str = ""  # e.g. "clamdscan --no-summary --fdpass {path}"; empty: no scan
+    virus_scan_timeout_seconds: float = Field(60, gt=0)
     smtp_listener: SmtpListenerConfig = SmtpListenerConfig()
     imap: tuple[ImapMailboxConfig, ...] = ()
     outbound: OutboundConfig = OutboundConfig()
@@ -222,6 +228,23 @@ class MailConfig(Section):
         if any(a.count("@") != 1 for a in value):
             raise ValueError("a table of email address = category, e.g. { \"billing@example.com\" = \"billing\" }")
         return {a.strip().lower(): c.strip().lower() for a, c in value.items()}
+
+    @field_validator("dangerous_extensions")
+    @classmethod
+    def _extensions(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        cleaned = tuple(e.strip().lower().lstrip(".") for e in value)
+        if any(not e or not e.replace("_", "").replace("-", "").isalnum() for e in cleaned):
+            raise ValueError("a list of file name extensions such as [\"exe\", \"js\"] (an empty list: none)")
+        return cleaned
+
+    @field_validator("virus_scan_command")
+    @classmethod
+    def _scan_command(cls, value: str) -> str:
+        try:
+            shlex.split(value)
+        except ValueError:
+            raise ValueError("a command line such as 'clamdscan --no-summary --fdpass {path}', or empty") from None
+        return value.strip()
 
     @field_validator("support_addresses")
     @classmethod
@@ -444,6 +467,9 @@ class Config(Section):
             categories=self.desk.categories, default_priority=self.desk.default_priority,
             reopen_closed_within=timedelta(days=self.desk.reopen_closed_within_days),
             status_after_reply=self.desk.status_after_reply,
+            attachments=AttachmentPolicy(dangerous_extensions=self.mail.dangerous_extensions,
+                                         virus_scan_command=self.mail.virus_scan_command,
+                                         virus_scan_timeout_seconds=self.mail.virus_scan_timeout_seconds),
         )
 
 

@@ -16,7 +16,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import make_transient_to_detached
 
-from core import addresses
+from core import addresses, attachment_policy
 from core.attachments import AttachmentStore
 from core.db import dialect_of, insert_ignore, rows_affected
 from core.desk import Desk
@@ -292,12 +292,21 @@ async def is_participant(session: AsyncSession, ticket: Ticket, email: str) -> b
 
 async def store_attachments(session: AsyncSession, files: AttachmentStore, message: Message,
                             attachments: Sequence[NewAttachment]) -> None:
+    """Store the bytes and the rows; a dangerous one (core.attachment_policy) is flagged with why."""
+    policy = attachment_policy.policy_of(files)
     for new in attachments:
         digest = None if new.held_back else await files.put(new.data)
+        filename = new.filename[:255] or "attachment"
+        reason = None
+        if digest is not None:
+            reason = await attachment_policy.check(policy, files, filename, new.data, digest)
+        elif (ext := attachment_policy.extension_of(filename)) in policy.dangerous_extensions:
+            reason = attachment_policy.KINDS.get(ext, f".{ext} file")  # held back: only its name to go by
         session.add(Attachment(
-            message_id=message.id, filename=new.filename[:255] or "attachment",
+            message_id=message.id, filename=filename,
             content_type=new.content_type[:255], size=new.size if new.size is not None else len(new.data),
             sha256=digest, content_id=new.content_id, inline=new.inline, held_back=new.held_back,
+            dangerous=reason is not None, dangerous_reason=reason,
         ))
 
 

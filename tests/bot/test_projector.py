@@ -237,3 +237,30 @@ async def test_starter_embed_shows_the_sla_due_times(world):
     await world.project()
     fields = {f.name: f.value for f in world.post(number).history()[0].embeds[0].fields}
     assert fields["Due"] == "first response due 2026-03-02 10:00 UTC"
+
+
+async def test_dangerous_attachments_are_listed_never_uploaded(world):
+    mz = b"MZ\x90\x00" + bytes(12 * 1024)
+    number = await customer_mail(world.desk, attachments=(
+        NewAttachment("setup.exe", "application/octet-stream", mz),
+        NewAttachment("holiday.jpg", "image/jpeg", mz),  # a renamed executable
+        NewAttachment("budget.docm", "application/vnd.ms-word.document.macroEnabled.12", b"PK\x03\x04"),
+        NewAttachment("manual.pdf", "application/pdf", b"%PDF-1.4 harmless"),
+    ))
+    await world.project()
+
+    history = world.post(number).history()
+    assert [a.filename for m in history for a in m.attachments] == ["manual.pdf"]
+    listing = history[-1].content
+    assert "• setup.exe (12.0 KiB): kept on the desk, not shown here: executable" in listing
+    assert "• holiday.jpg (12.0 KiB): kept on the desk, not shown here: executable" in listing
+    assert "• budget.docm (4 B): kept on the desk, not shown here: macro-enabled document" in listing
+    assert "manual.pdf" not in listing
+
+
+async def test_a_dangerous_file_too_large_to_upload_says_both(world):
+    big = b"MZ" + b"x" * world.bot.get_guild(world.guild.id).filesize_limit
+    number = await customer_mail(world.desk, attachments=(NewAttachment("tool.bin", "application/octet-stream", big),))
+    await world.project()
+    listing = world.post(number).history()[-1].content
+    assert "tool.bin" in listing and "upload limit" in listing and listing.endswith("; dangerous: executable")

@@ -295,3 +295,21 @@ async def test_automatic_mail_in_all_is_capped_per_hour(desk: Desk) -> None:
                         automatic_total_per_hour=10)
     await consume_once(desk.db, CONSUMER, notifier.handle, clock=desk.clock)
     assert len([m for m in await list_mail(desk, limit=100) if m.kind == "ack"]) == 10
+
+
+async def test_staff_reply_never_mails_a_dangerous_file_and_the_log_says_so(
+        desk: Desk, mail_out: MailOut, sink: Sink, caplog) -> None:
+    number = await open_from_alice(desk)
+    pdf = b"%PDF-1.4 manual" * 100
+    await reply(desk, number, BOB, "Run this fix.", attachments=[
+        NewAttachment("fix.exe", "application/octet-stream", b"MZ\x90\x00" + bytes(64)),
+        NewAttachment("readme.txt", "text/plain", b"MZ\x90\x00" + bytes(64)),  # an executable by another name
+        NewAttachment("manual.pdf", "application/pdf", pdf),
+    ])
+    with caplog.at_level("WARNING", logger="core.notifier"):
+        await mail_out.flush()
+    (got,) = [r for r in sink.received if r.message["Auto-Submitted"] is None]
+    assert [a.get_filename() for a in got.message.iter_attachments()] == ["manual.pdf"]
+    warned = [r.getMessage() for r in caplog.records if r.name == "core.notifier"]
+    assert any("'fix.exe'" in line and "executable" in line and "never mailed" in line for line in warned)
+    assert any("'readme.txt'" in line for line in warned)
