@@ -146,18 +146,6 @@ async def check(policy: AttachmentPolicy, files: AttachmentStore, filename: str,
     return reason[:REASON_MAX] if reason else None
 
 
-class ScreenedStore(AttachmentStore):
-    """The desk's attachment store, with the policy its new attachments are judged by."""
-
-    def __init__(self, root: Path, policy: AttachmentPolicy) -> None:
-        super().__init__(root)
-        self.policy = policy
-
-
-def policy_of(files: AttachmentStore) -> AttachmentPolicy:
-    return files.policy if isinstance(files, ScreenedStore) else AttachmentPolicy()
-
-
 async def dangerous_reasons(db: Database, attachment_ids: Iterable[int]) -> dict[int, str]:
     """The flagged ones among these attachments, with why (for an edge that shows attachments)."""
     ids = list(attachment_ids)

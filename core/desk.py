@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
-from core.attachment_policy import AttachmentPolicy, ScreenedStore
+from core.attachment_policy import AttachmentPolicy
 from core.attachments import AttachmentStore
 from core.db import Database
 from core.enums import Priority, Status
@@ -42,8 +42,7 @@ class Desk:
     @classmethod
     def open(cls, url: str, data_dir: Path, settings: CoreSettings | None = None,
              clock: Clock = utcnow) -> Desk:
-        settings = settings or CoreSettings()
-        return cls(Database(url), settings, ScreenedStore(data_dir / "attachments", settings.attachments), clock)
+        return cls(Database(url), settings or CoreSettings(), AttachmentStore(data_dir / "attachments"), clock)
 
     def unit_of_work(self) -> AbstractAsyncContextManager[UnitOfWork]:
         return unit_of_work(self.db)

@@ -17,7 +17,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import make_transient_to_detached
 
 from core import addresses, attachment_policy
-from core.attachments import AttachmentStore
 from core.db import dialect_of, insert_ignore, rows_affected
 from core.desk import Desk
 from core.enums import ParticipantRole, StaffRole, Status
@@ -290,10 +289,10 @@ async def is_participant(session: AsyncSession, ticket: Ticket, email: str) -> b
     return found is not None
 
 
-async def store_attachments(session: AsyncSession, files: AttachmentStore, message: Message,
+async def store_attachments(session: AsyncSession, desk: Desk, message: Message,
                             attachments: Sequence[NewAttachment]) -> None:
     """Store the bytes and the rows; a dangerous one (core.attachment_policy) is flagged with why."""
-    policy = attachment_policy.policy_of(files)
+    files, policy = desk.files, desk.settings.attachments
     for new in attachments:
         digest = None if new.held_back else await files.put(new.data)
         filename = new.filename[:255] or "attachment"

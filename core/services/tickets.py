@@ -269,7 +269,7 @@ async def _open_many(desk: Desk, uow: UnitOfWork, openings: Sequence[_Opening]) 
 
     changes = []
     for ticket, message, cc, o in zip(tickets, messages, cc_of, openings, strict=True):
-        await store_attachments(session, desk.files, message, o.request.content.attachments)
+        await store_attachments(session, desk, message, o.request.content.attachments)
         await add_tags(session, ticket, normalize_tags(desk, o.request.tags))
         for contact in cc:
             record(uow, ParticipantAdded(email=contact.email), at=now, ticket=ticket)
@@ -320,7 +320,7 @@ async def _add_message(
 ) -> Message:
     message = _new_message(desk, ticket, direction, content, contact=contact, staff=staff)
     await insert_now(session, message)
-    await store_attachments(session, desk.files, message, content.attachments)
+    await store_attachments(session, desk, message, content.attachments)
     return message
 
 

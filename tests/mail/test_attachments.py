@@ -12,7 +12,8 @@ import pytest
 from pydantic import ValidationError
 from sqlalchemy import select
 
-from core.attachment_policy import AttachmentPolicy, ScreenedStore, classify, dangerous_reasons
+from core.attachment_policy import AttachmentPolicy, classify, dangerous_reasons
+from core.attachments import AttachmentStore
 from core.desk import CoreSettings, Desk
 from core.intake import Kind
 from core.models import Attachment
@@ -136,7 +137,7 @@ def scanner(tmp_path: Path) -> str:
 
 async def test_a_configured_virus_scanner_flags_an_infected_file_with_its_verdict(desk, tmp_path):
     policy = AttachmentPolicy(virus_scan_command=scanner(tmp_path), virus_scan_timeout_seconds=2)
-    scanned = Desk(desk.db, CoreSettings(attachments=policy), ScreenedStore(tmp_path / "files", policy), desk.clock)
+    scanned = Desk(desk.db, CoreSettings(attachments=policy), AttachmentStore(tmp_path / "files"), desk.clock)
     outcome = await deliver(scanned, ctx, mail_with([
         ("eicar.txt", "text/plain", EICAR),
         ("manual.pdf", "application/pdf", PDF),
@@ -155,7 +156,7 @@ async def test_a_configured_virus_scanner_flags_an_infected_file_with_its_verdic
 
 async def test_a_scanner_that_cannot_start_flags_rather_than_passes(desk, tmp_path):
     policy = AttachmentPolicy(virus_scan_command=str(tmp_path / "no-such-scanner"))
-    scanned = Desk(desk.db, CoreSettings(attachments=policy), ScreenedStore(tmp_path / "files", policy), desk.clock)
+    scanned = Desk(desk.db, CoreSettings(attachments=policy), AttachmentStore(tmp_path / "files"), desk.clock)
     outcome = await deliver(scanned, ctx, mail_with([("manual.pdf", "application/pdf", PDF)]))
     (pdf,) = (await attachments_of(scanned, outcome.ticket_number)).values()
     assert pdf.dangerous and (pdf.dangerous_reason or "").startswith("not scanned: the scanner could not start")
