@@ -11,7 +11,7 @@ from core.enums import Priority
 from core.intake import Intake, IntakeSettings, KeywordRule
 from core.tokens import Signer
 from mail_gateway.handoff import Handoff
-from mail_gateway.smtp_listener import SmtpListener, tls_context
+from mail_gateway.smtp_listener import SessionLimits, SmtpListener, tls_context
 from supportbot.config import Config
 
 log = logging.getLogger(__name__)
@@ -46,6 +46,10 @@ def smtp_listener_part(config: Config, desk: Desk, *, on_stored: Callable[[], No
     tls = None
     if listener.tls_certificate is not None and listener.tls_key is not None:
         tls = tls_context(listener.tls_certificate, listener.tls_key)
+    limits = SessionLimits(max_sessions=listener.max_sessions, max_sessions_per_client=listener.max_sessions_per_client,
+                           idle_timeout_seconds=listener.idle_timeout_seconds,
+                           max_commands_without_progress=listener.max_commands_without_progress,
+                           max_line_bytes=listener.max_line_bytes)
     return SmtpListener(desk, config.mail.support_addresses, host=listener.host, port=listener.port,
                         max_message_bytes=listener.max_message_bytes, tls=tls, on_stored=on_stored,
-                        lmtp=listener.protocol == "lmtp")
+                        lmtp=listener.protocol == "lmtp", limits=limits)

@@ -16,7 +16,7 @@ from mail_gateway.smtp_listener import SmtpListener
 from mail_gateway.worker import InboundWorker
 from tests.kit import eventually
 from tests.mail.pipeline_support import count, make_context, make_inserts_fail
-from tests.mail.test_smtp_listener import mail
+from tests.mail.test_smtp_listener import Client, greeted, limited, long_line_mail, mail
 from tests.servers import Postfix, start_postfix, started
 
 ctx = make_context()
@@ -111,3 +111,27 @@ async def test_postfix_delivers_over_lmtp_into_tickets(desk, lmtp, postfix_to_lm
     async with desk.db.read() as session:
         subjects = list(await session.scalars(select(Ticket.subject)))
     assert subjects == ["Through Postfix and LMTP"]
+
+
+async def test_lmtp_has_the_same_limits_as_smtp(desk):
+    async with limited(desk, lmtp=True, max_sessions=2, max_sessions_per_client=2,
+                       max_commands_without_progress=3) as server:
+        first, second = await greeted(server.port), await greeted(server.port)
+        third = await Client.connect(server.port)
+        assert await third.reply() == (421, "4.7.0 Too many connections, try again later")
+        assert (await first.command("LHLO mta.test"))[0] == 250
+        assert [(await first.command("NOOP"))[0] for _ in range(2)] == [250, 250]
+        assert (await first.command("NOOP"))[0] == 421
+        assert await first.closed_by_server()
+        for client in (first, second, third):
+            client.close()
+
+
+async def test_lmtp_line_length_answer_comes_once_per_recipient(desk):
+    async with limited(desk, lmtp=True, max_message_bytes=1024 * 1024) as server:
+        recipients = ["support@example.test", "billing@example.test"]
+        _, allowed = await asyncio.to_thread(conversation, server.port, recipients, long_line_mail(65536))
+        _, too_long = await asyncio.to_thread(conversation, server.port, recipients, long_line_mail(65538))
+    assert [code for code, _ in allowed] == [250, 250]
+    assert [(code, text[:28]) for code, text in too_long] == [(500, b"5.5.2 Line too long: at most")] * 2
+    assert await count(desk, InboundMail) == 1
