@@ -25,6 +25,7 @@ def intake_settings(config: Config, secret: bytes) -> IntakeSettings:
         max_message_bytes=mail.smtp_listener.max_message_bytes, max_attachment_bytes=mail.max_attachment_bytes,
         new_tickets_per_sender=mail.new_tickets_per_sender,
         new_tickets_window=timedelta(minutes=mail.new_tickets_window_minutes),
+        trusted_authserv_ids=frozenset(a.strip().lower() for a in mail.trusted_authserv_ids),
         max_cc_per_mail=mail.max_cc_per_mail, max_participants_per_ticket=mail.max_participants_per_ticket,
         category_by_address=dict(mail.category_by_address),
         keyword_rules=tuple(KeywordRule(r.words, r.category or None, Priority(r.priority) if r.priority else None)

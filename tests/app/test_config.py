@@ -128,3 +128,10 @@ def test_per_address_name_and_signature_are_read_and_an_unknown_key_is_refused(t
         load_config(write(tmp_path, text + 'signtaure = "x"\n'), environ={})
     assert 'mail.addresses.billing@example.com.signtaure: unknown key' in str(error.value).replace(
         "Billing@Example.com", "billing@example.com")
+
+
+def test_trusted_authentication_servers_reach_intake():
+    from supportbot.mail_wiring import intake_settings
+
+    config = Config.model_validate({"mail": {"trusted_authserv_ids": ["MX.Example.COM "]}})
+    assert intake_settings(config, b"k" * 32).trusted_authserv_ids == frozenset({"mx.example.com"})
