@@ -7,6 +7,8 @@ import re
 
 import nh3
 
+from mail_gateway.mime import line_blocks
+
 # Conservative: enough for what mail clients produce (formatting, lists, tables, links,
 # quotes), nothing that runs code, loads content or restyles the page around it.
 ALLOWED_TAGS = frozenset({
@@ -121,28 +123,39 @@ def _render_breaks(match: re.Match[str]) -> str:
 
 
 def _quote_and_tidy(text: str) -> str:
-    """Prefix blockquote contents with "> ", trim lines and keep at most one blank line in a row."""
+    """Prefix blockquote contents with "> ", trim lines and keep at most one blank line in a row.
+    Lines are read a block at a time (mime.line_blocks), never all at once."""
     depth = 0
-    out: list[str] = []
-    for raw_line in text.split("\n"):
-        line = " ".join(raw_line.split())  # also turns &nbsp; into plain spaces
-        if line == _QUOTE_OPEN:
-            depth += 1
-            continue
-        if line == _QUOTE_CLOSE:
-            depth = max(0, depth - 1)
-            continue
-        if depth and line:
-            line = "> " * depth + line
-        if line or (out and out[-1]):
-            out.append(line)
-    return "\n".join(out).strip()
+    last: str | None = None  # the last line written
+    blocks: list[str] = []
+    for raw_lines in line_blocks(text):
+        out: list[str] = []
+        for raw_line in raw_lines:
+            line = " ".join(raw_line.split())  # also turns &nbsp; into plain spaces
+            if line == _QUOTE_OPEN:
+                depth += 1
+                continue
+            if line == _QUOTE_CLOSE:
+                depth = max(0, depth - 1)
+                continue
+            if depth and line:
+                line = "> " * depth + line
+            if line or last:
+                out.append(line)
+                last = line
+        if out:
+            blocks.append("\n".join(out))
+    return "\n".join(blocks).strip()
 
 
 # html5ever walks its stack of open elements on many start tags (e.g. "close a p element in
 # button scope" before every <div>), so nesting costs depth x tags: 20,000 nested <div> take
 # 0.75 s per pass, 50,000 nearly 5 s. Real mail stays far below this much of that work.
 MAX_NESTING_WORK = 20_000_000
+# Its tree costs 250-400 bytes per element whatever the mail's size: 2,000,000 characters of
+# "<p>a" took 200 MB per pass. 100,000 start tags is about 40 MB, and far more than a mail has
+# (a large newsletter has a few thousand).
+MAX_START_TAGS = 100_000
 _START_OR_END_TAG = re.compile(r"<(/?)([A-Za-z][A-Za-z0-9]{0,20})")
 # Elements that never hold others, or that the parser closes when the next of their kind opens.
 _NOT_NESTING = frozenset({
@@ -151,22 +164,25 @@ _NOT_NESTING = frozenset({
 })
 
 
-def too_deeply_nested(html: str) -> bool:
-    """Whether parsing `html` would cost the parser more than MAX_NESTING_WORK (a linear scan
-    that reads open and close tags and estimates the depth)."""
-    depth = work = 0
+def too_costly_to_parse(html: str) -> str | None:
+    """Why parsing `html` would cost the parser too much (nesting work over MAX_NESTING_WORK, or
+    more than MAX_START_TAGS elements), or None. A linear scan of the open and close tags."""
+    depth = work = starts = 0
     for match in _START_OR_END_TAG.finditer(html):
-        name = match.group(2).lower()
-        if name in _NOT_NESTING:
-            continue
         if match.group(1):
-            depth = max(0, depth - 1)
+            if match.group(2).lower() not in _NOT_NESTING:
+                depth = max(0, depth - 1)
+            continue
+        starts += 1
+        if starts > MAX_START_TAGS:
+            return f"HTML with more than {MAX_START_TAGS} elements; only its text was kept"
+        if match.group(2).lower() in _NOT_NESTING:
             continue
         work += depth
         if work > MAX_NESTING_WORK:
-            return True
+            return "HTML nested too deeply to render; only its text was kept"
         depth += 1
-    return False
+    return None
 
 
 # An unclosed block runs to the end (so each start is scanned past once: linear, not quadratic).

@@ -11,12 +11,16 @@ import bisect
 import codecs
 import re
 import unicodedata
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email import _encoded_words as email_encoded_words  # type: ignore[attr-defined]
 from email.message import Message
 from email.utils import parsedate_to_datetime
 from enum import Enum
+
+# A part's bytes: a view into the mail where possible, so that a body is not copied per MIME level.
+Buffer = bytes | memoryview
 
 # --- limits that are not worth a parameter -------------------------------------------------------
 
@@ -30,6 +34,7 @@ _MIME_HEADERS = frozenset(
     {"content-type", "content-disposition", "content-transfer-encoding", "content-id"}
 )
 _MAX_DELIMITER_TAIL = 200  # transport padding allowed after a boundary on its line
+_CHUNK = 1 << 20  # bytes of a view copied at a time where a copy cannot be avoided
 
 # --- charsets ----------------------------------------------------------------------------------
 
@@ -73,17 +78,22 @@ def _codec(label: str | None) -> str | None:
     return None
 
 
-def decode_bytes(data: bytes, label: str | None, defects: list[str]) -> str:
+def _decode(data: Buffer, codec: str) -> str:
+    # str() decodes a view without copying it first; b"".decode() still looks the codec up.
+    return str(data, codec) if len(data) else b"".decode(codec)
+
+
+def decode_bytes(data: Buffer, label: str | None, defects: list[str]) -> str:
     """Decode with the declared charset, else the first fallback that fits."""
     codec = _codec(label)
     if codec is not None:
         try:
-            return data.decode(codec)
+            return _decode(data, codec)
         except (UnicodeError, LookupError):  # LookupError: a bytes-to-bytes codec like "base64"
             pass
     for fallback in _FALLBACK_CHARSETS:
         try:
-            text = data.decode(fallback)
+            text = _decode(data, fallback)
         except UnicodeError:
             continue
         if label and codec != fallback:
@@ -92,14 +102,45 @@ def decode_bytes(data: bytes, label: str | None, defects: list[str]) -> str:
     raise AssertionError("iso-8859-1 decodes every byte string")
 
 
+_LEADING_NEWLINES = re.compile(rb"[\r\n]*")
+
+
+def newline_bytes_are_newlines(label: str | None) -> bool:
+    """Whether bytes 0x0D and 0x0A can only be CR and LF in text of this charset: true of ASCII,
+    UTF-8, the single-byte and the East Asian multi-byte charsets; not of UTF-16/32 or EBCDIC."""
+    codec = _codec(label)
+    if codec is None:
+        return True  # read with the fallbacks, which are all ASCII supersets
+    try:
+        return "\r\n".encode(codec) == b"\r\n"
+    except (LookupError, ValueError, TypeError):  # not a text codec ("base64"): leave it be
+        return False
+
+
+def strip_newline_bytes(data: Buffer) -> memoryview:
+    """`data` without the CR and LF bytes at either end, as a view: free, where text.strip("\n")
+    after decoding would copy the whole text. Only for a charset newline_bytes_are_newlines()."""
+    view = memoryview(data)
+    leading = _LEADING_NEWLINES.match(view)
+    start = leading.end() if leading else 0
+    tail = bytes(view[max(start, len(view) - 4096) :])
+    end = len(view) - (len(tail) - len(tail.rstrip(b"\r\n")))
+    return view[start:end]
+
+
 # C0 controls other than tab and newline, and DEL: binary junk in text, and PostgreSQL text
 # columns refuse NUL.
 _TEXT_JUNK = dict.fromkeys([*range(0x09), 0x0B, 0x0C, *range(0x0E, 0x20), 0x7F])
 
 
+_TEXT_JUNK_FOUND = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
 def clean_text(text: str) -> str:
-    """One newline convention and no control characters."""
-    return text.replace("\r\n", "\n").replace("\r", "\n").translate(_TEXT_JUNK)
+    """One newline convention and no control characters. Copies `text` only if it changes."""
+    if "\r" in text:
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+    return text.translate(_TEXT_JUNK) if _TEXT_JUNK_FOUND.search(text) else text
 
 
 # --- headers -----------------------------------------------------------------------------------
@@ -112,17 +153,18 @@ _NOT_BASE64 = bytes(sorted(set(range(256)) - set(_BASE64_ALPHABET)))
 _CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]+")
 
 
-def split_head(raw: bytes, defects: list[str]) -> tuple[list[tuple[str, str]], bytes]:
-    """Split a part into its header fields (name, unfolded value) and its body."""
-    if raw.startswith((b"\n", b"\r\n")):
-        return [], raw[raw.index(b"\n") + 1 :]
+def split_head(raw: Buffer, defects: list[str]) -> tuple[list[tuple[str, str]], memoryview]:
+    """Split a part into its header fields (name, unfolded value) and its body, a view into `raw`."""
+    raw = memoryview(raw)
+    if raw[:1] == b"\n" or raw[:2] == b"\r\n":
+        return [], raw[(1 if raw[:1] == b"\n" else 2) :]
     blank = _BLANK_LINE.search(raw)
     head_end, body_start = (blank.start() + 1, blank.end()) if blank else (len(raw), len(raw))
     if head_end > _MAX_HEADER_SECTION:
         defects.append(f"header section over {_MAX_HEADER_SECTION} bytes; the rest was ignored")
     fields: list[tuple[str, bytearray]] = []
     offset = 0
-    for line in raw[: min(head_end, _MAX_HEADER_SECTION)].split(b"\n"):
+    for line in bytes(raw[: min(head_end, _MAX_HEADER_SECTION)]).split(b"\n"):
         line_length = len(line) + 1
         line = line.rstrip(b"\r")
         if not line:
@@ -158,12 +200,20 @@ def _header_texts(
     ]
 
 
-def _base64(data: bytes) -> bytes:
+def _base64(data: Buffer) -> bytes:
     """Lenient base64: ignores line breaks, junk and missing padding."""
-    clean = data.translate(None, _NOT_BASE64)
-    if len(clean) % 4 == 1:
-        clean = clean[:-1]  # a lone sextet carries no whole byte
-    return binascii.a2b_base64(clean + b"=" * (-len(clean) % 4))
+    if isinstance(data, bytes):
+        clean: bytes | bytearray = data.translate(None, _NOT_BASE64)
+    else:  # a view: translated a chunk at a time, never copied whole
+        clean = bytearray()
+        for start in range(0, len(data), _CHUNK):
+            clean += bytes(data[start : start + _CHUNK]).translate(None, _NOT_BASE64)
+    whole = len(clean) - len(clean) % 4
+    decoded = binascii.a2b_base64(memoryview(clean)[:whole])  # a view: the clean text is not copied
+    rest = bytes(clean[whole:])
+    if len(rest) < 2:
+        return decoded  # nothing left, or a lone sextet, which carries no whole byte
+    return decoded + binascii.a2b_base64(rest + b"=" * (4 - len(rest)))
 
 
 def _encoded_word_bytes(encoding: str, text: str) -> bytes:
@@ -240,11 +290,11 @@ class Part:
     """One MIME entity: its header fields, its raw body and its Content-* headers parsed."""
 
     fields: list[tuple[str, str]]
-    body: bytes
+    body: Buffer  # a view into the mail until it is decoded; b"" once what it holds was taken
     mime: Message
 
     @classmethod
-    def parse(cls, raw: bytes, defects: list[str], default_type: str = "text/plain") -> Part:
+    def parse(cls, raw: Buffer, defects: list[str], default_type: str = "text/plain") -> Part:
         fields, body = split_head(raw, defects)
         mime = Message()
         mime.set_default_type(default_type)
@@ -264,20 +314,25 @@ class Part:
         return decode_words(name, defects) if name else None
 
 
-def split_multipart(body: bytes, boundary: str, limit: int, defects: list[str]) -> list[bytes]:
-    """The raw child entities of a multipart body; at most `limit` of them."""
-    delimiter = b"--" + boundary.encode("utf-8", "replace")
-    parts: list[bytes] = []
+_NEWLINE = re.compile(b"\n")
+
+
+def split_multipart(body: Buffer, boundary: str, limit: int, defects: list[str]) -> list[memoryview]:
+    """The raw child entities of a multipart body, as views into it; at most `limit` of them."""
+    body = memoryview(body)
+    delimiter = re.compile(re.escape(b"--" + boundary.encode("utf-8", "replace")))
+    parts: list[memoryview] = []
     start: int | None = None  # where the current child begins
-    pos = body.find(delimiter)
-    while pos >= 0:
-        after = pos + len(delimiter)
+    found = delimiter.search(body)
+    while found:
+        pos, after = found.span()
         # Only a whole line is a delimiter: "--boundary", maybe "--", maybe padding.
-        line_end = body.find(b"\n", after, after + _MAX_DELIMITER_TAIL)
+        newline = _NEWLINE.search(body, after, after + _MAX_DELIMITER_TAIL)
+        line_end = newline.start() if newline else -1
         if line_end < 0 and len(body) - after < _MAX_DELIMITER_TAIL:
             line_end = len(body)
         at_line_start = pos == 0 or body[pos - 1 : pos] in (b"\n", b"\r")
-        tail = body[after:line_end].rstrip(b"\r") if line_end >= 0 else b"?"
+        tail = bytes(body[after:line_end]).rstrip(b"\r") if line_end >= 0 else b"?"
         closing = tail.startswith(b"--")
         if at_line_start and not (tail[2:] if closing else tail).strip(b" \t"):
             if start is not None:
@@ -289,14 +344,15 @@ def split_multipart(body: bytes, boundary: str, limit: int, defects: list[str]) 
             if closing:
                 return parts
             start = line_end + 1
-        pos = body.find(delimiter, after)
+        found = delimiter.search(body, after)
     if start is not None:
         defects.append("a multipart has no closing boundary; the mail may be truncated")
         parts.append(body[start:])
     return parts
 
 
-def transfer_decode(part: Part, defects: list[str]) -> bytes:
+def transfer_decode(part: Part, defects: list[str]) -> Buffer:
+    """The part's body without its transfer encoding (a view, when it had none)."""
     encoding = str(part.mime.get("content-transfer-encoding", "")).strip().lower()
     if encoding == "base64":
         return _base64(part.body)
@@ -307,24 +363,52 @@ def transfer_decode(part: Part, defects: list[str]) -> bytes:
     return part.body
 
 
+_LINE_BLOCK = 1 << 16  # characters of text split into lines at a time
+_FLOW_MARKS = re.compile(r" \n| \Z|^[> ]", re.MULTILINE)
+
+
+def line_blocks(text: str) -> Iterator[list[str]]:
+    """text.split("\n") 64 Ki characters at a time, so the lines of a huge text are never
+    all in memory at once (a 30 MB text of 3-byte lines is 10 million str objects, 600 MB)."""
+    start, n = 0, len(text)
+    while n - start > _LINE_BLOCK:
+        cut = text.rfind("\n", start, start + _LINE_BLOCK)
+        if cut < 0:  # a line longer than a block
+            cut = text.find("\n", start + _LINE_BLOCK)
+            if cut < 0:
+                break
+        yield text[start:cut].split("\n")
+        start = cut + 1
+    yield text[start:].split("\n")
+
+
 def unflow(text: str, delsp: bool) -> str:
-    """Join the soft-broken lines of format=flowed text (RFC 3676)."""
-    out: list[str] = []
-    previous_depth, joining = 0, False
-    for line in text.split("\n"):
-        depth = len(line) - len(line.lstrip(">"))
-        content = line[depth:]
-        content = content.removeprefix(" ")  # space-stuffing
-        flowed = content.endswith(" ") and content != "-- "
-        if flowed and delsp:
-            content = content[:-1]
-        if joining and depth == previous_depth:
-            out[-1] += content
-        else:
-            quote = ">" * depth
-            out.append(content if not depth else f"{quote} {content}" if content else quote)
-        previous_depth, joining = depth, flowed
-    return "\n".join(out)
+    """Join the soft-broken lines of format=flowed text (RFC 3676). Linear time, and memory that
+    of the text and the result: lines are read a block at a time."""
+    if not _FLOW_MARKS.search(text):
+        return text  # no flowed, quoted or space-stuffed line: nothing changes
+    chunks: list[str] = []
+    previous_depth, joining, first = 0, False, True
+    for lines in line_blocks(text):
+        pieces: list[str] = []
+        for line in lines:
+            depth = len(line) - len(line.lstrip(">"))
+            content = line[depth:]
+            content = content.removeprefix(" ")  # space-stuffing
+            flowed = content.endswith(" ") and content != "-- "
+            if flowed and delsp:
+                content = content[:-1]
+            if joining and depth == previous_depth:
+                pieces.append(content)
+            else:
+                if not first:
+                    pieces.append("\n")
+                first = False
+                quote = ">" * depth
+                pieces.append(content if not depth else f"{quote} {content}" if content else quote)
+            previous_depth, joining = depth, flowed
+        chunks.append("".join(pieces))
+    return "".join(chunks)
 
 
 _EXTENSIONS = {

@@ -1,7 +1,11 @@
-"""The parsing process's side (started by mail_gateway.parse_process): batches in, results out.
+"""The parsing process's side (started by mail_gateway.parse_process): mails in, results out.
 
-Each message on stdin and stdout is a 4-byte big-endian length and a pickle. It imports only the
-parser, so it stays small; it ends when stdin closes.
+A batch is a 4-byte big-endian length and a pickle of (count, max_attachment_bytes), then `count`
+mails, each a 4-byte length and the mail's bytes as they are. The answer is `count` results, each a
+4-byte length and a pickle of a ParsedMail or an exception. Mails are read, parsed and answered one
+at a time, and a mail's bytes are let go before its result is pickled: the process holds one mail
+and one result at a time, never a whole batch. It imports only the parser, so it stays small; it
+ends when stdin closes.
 """
 
 from __future__ import annotations
@@ -17,34 +21,43 @@ from mail_gateway.parsing import ParsedMail, parse_mail
 HEADER = struct.Struct(">I")
 
 
-def parse_batch(raws: list[bytes], max_attachment_bytes: int) -> list[ParsedMail | Exception]:
-    results: list[ParsedMail | Exception] = []
-    for raw in raws:
-        try:
-            results.append(parse_mail(raw, max_attachment_bytes=max_attachment_bytes))
-        except Exception as e:  # parse_mail is built not to raise; if it does, that mail says why
-            results.append(UserError(f"{type(e).__name__}: {str(e)[:300]}"))
-    return results
+def parse_one(raw: bytes, max_attachment_bytes: int) -> ParsedMail | Exception:
+    try:
+        return parse_mail(raw, max_attachment_bytes=max_attachment_bytes)
+    except Exception as e:  # parse_mail is built not to raise; if it does, that mail says why
+        return UserError(f"{type(e).__name__}: {str(e)[:300]}")
 
 
-def read_message(stream: BinaryIO) -> object | None:
-    header = stream.read(HEADER.size)
-    if len(header) < HEADER.size:
-        return None
-    (size,) = HEADER.unpack(header)
-    return pickle.loads(stream.read(size))
+def read_exactly(stream: BinaryIO, size: int) -> bytes | None:
+    data = stream.read(size)  # one buffer of `size` bytes: the mail is not copied again
+    return data if len(data) == size else None
 
 
-def write_message(stream: BinaryIO, message: object) -> None:
-    data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
-    stream.write(HEADER.pack(len(data)) + data)
-    stream.flush()
+def read_frame(stream: BinaryIO) -> bytes | None:
+    header = read_exactly(stream, HEADER.size)
+    return None if header is None else read_exactly(stream, HEADER.unpack(header)[0])
+
+
+def write_frame(stream: BinaryIO, data: bytes) -> None:
+    stream.write(HEADER.pack(len(data)))
+    stream.write(data)  # apart from the header: joining them would copy a large result
 
 
 def main() -> None:
-    while (request := read_message(sys.stdin.buffer)) is not None:
-        raws, max_attachment_bytes = cast(tuple[list[bytes], int], request)
-        write_message(sys.stdout.buffer, parse_batch(raws, max_attachment_bytes))
+    stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
+    while (request := read_frame(stdin)) is not None:
+        count, max_attachment_bytes = cast(tuple[int, int], pickle.loads(request))
+        for _ in range(count):
+            raw = read_frame(stdin)
+            if raw is None:
+                return
+            result = parse_one(raw, max_attachment_bytes)
+            del raw
+            data = pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL)
+            del result
+            write_frame(stdout, data)
+            del data
+            stdout.flush()
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ from types import MappingProxyType
 
 from core.parsed_mail import Address, DeliveryReport, ParsedAttachment, ParsedMail, RecipientStatus
 from mail_gateway import mime
-from mail_gateway.html import html_to_text, sanitize_html, text_without_parsing, too_deeply_nested
+from mail_gateway.html import html_to_text, sanitize_html, text_without_parsing, too_costly_to_parse
 from mail_gateway.quotes import strip_reply
 
 # --- limits of the walk --------------------------------------------------------------------
@@ -93,9 +93,14 @@ _MESSAGE_TYPES = frozenset({"message/rfc822", "message/global"})
 _BODY_TYPES = frozenset({"text/plain", "text/html"})
 
 
+def _has_text(text: str) -> bool:
+    """Anything but whitespace in `text` (without the copy text.strip() makes)."""
+    return bool(text) and not text.isspace()
+
+
 def _has_words(piece: str | _Html) -> bool:
     """A plain-text body with something in it (some clients send an empty one beside HTML)."""
-    return isinstance(piece, str) and bool(piece.strip())
+    return isinstance(piece, str) and _has_text(piece)
 
 
 class _Walker:
@@ -139,8 +144,11 @@ class _Walker:
         )
         if not raw_children:
             self.note(f"{content_type} without parts; its body was read as text")
-            self._body(part.body, "text/plain", part)
+            self._body(part, "text/plain")
             return
+        # Memory: bodies are views into the mail, not copies, whatever the nesting; a body is let
+        # go as soon as what it holds was taken out (a decoded body is the only copy).
+        part.body = b""
         default_type = "message/rfc822" if content_type == "multipart/digest" else "text/plain"
         children = [mime.Part.parse(raw, self.defects, default_type) for raw in raw_children]
         if content_type == "multipart/alternative":
@@ -178,26 +186,37 @@ class _Walker:
             self.report = None
 
     def _leaf(self, part: mime.Part, content_type: str, depth: int) -> None:
-        data = mime.transfer_decode(part, self.defects)
+        part.body = mime.transfer_decode(part, self.defects)  # the encoded body goes
         filename = part.filename(self.defects)
         disposition = part.mime.get_content_disposition()
         if content_type in _MESSAGE_TYPES:
+            data, part.body = part.body, b""
             self._forwarded(data, filename, depth)
         elif self.report is not None and content_type in _DSN_STATUS_TYPES:
-            self.report.status_blocks = _status_blocks(data)
+            self.report.status_blocks = _status_blocks(part.body)
         elif self.report is not None and content_type in _DSN_HEADERS_TYPES:
-            fields, _ = mime.split_head(data, [])
+            fields, _ = mime.split_head(part.body, [])
             self.report.returned_headers = {name.lower(): value for name, value in reversed(fields)}
         elif content_type in _BODY_TYPES and disposition != "attachment" and not filename:
-            self._body(data, content_type, part)
+            self._body(part, content_type)
         else:
             content_id = mime.content_id(part.mime.get("content-id"))
             # No Content-Disposition but a Content-ID: an image the HTML shows (multipart/related).
             inline = disposition == "inline" or (disposition is None and content_id is not None)
+            data, part.body = part.body, b""
             self._attach(data, content_type, filename, content_id, inline)
 
-    def _body(self, data: bytes, content_type: str, part: mime.Part) -> None:
-        text = mime.clean_text(mime.decode_bytes(data, part.param("charset") or None, self.defects))
+    def _body(self, part: mime.Part, content_type: str) -> None:
+        data, part.body = part.body, b""
+        charset = part.param("charset") or None
+        if content_type == "text/plain" and mime.newline_bytes_are_newlines(charset):
+            # The blank lines at either end go anyway (piece.strip("\n") in _parse); taking them
+            # off the bytes is free and leaves that strip nothing to copy.
+            data = mime.strip_newline_bytes(data)
+        decoded = mime.decode_bytes(data, charset, self.defects)
+        del data  # the bytes go before the text is copied again
+        text = mime.clean_text(decoded)
+        del decoded
         if content_type == "text/plain":
             if part.param("format").lower() == "flowed":
                 text = mime.unflow(text, delsp=part.param("delsp").lower() == "yes")
@@ -207,8 +226,8 @@ class _Walker:
             self.note(f"HTML beyond {self.budget.max_html_chars} characters was not read")
             text = text[: self.budget.html_chars_left]
         self.budget.html_chars_left -= len(text)
-        if text and too_deeply_nested(text):
-            self.note("HTML nested too deeply to render; only its text was kept")
+        if text and (too_costly := too_costly_to_parse(text)):
+            self.note(too_costly)
             self.texts.append(_Html(text, parse=False))
         elif text:
             self.htmls.append(text)
@@ -216,7 +235,7 @@ class _Walker:
 
     def _attach(
         self,
-        data: bytes,
+        data: mime.Buffer,
         content_type: str,
         filename: str | None,
         content_id: str | None,
@@ -228,11 +247,11 @@ class _Walker:
             self.note(f"attachment {name!r} ({len(data)} bytes) is over the limit of "
                       f"{self.budget.max_attachment_bytes} bytes and was held back")
         self.attachments.append(ParsedAttachment(
-            filename=name, content_type=content_type, data=b"" if held_back else data,
+            filename=name, content_type=content_type, data=b"" if held_back else bytes(data),
             size=len(data), content_id=content_id, inline=inline, held_back=held_back,
         ))
 
-    def _forwarded(self, data: bytes, filename: str | None, depth: int) -> None:
+    def _forwarded(self, data: mime.Buffer, filename: str | None, depth: int) -> None:
         if depth + 1 > self.budget.max_depth:
             self.note(f"MIME nesting deeper than {self.budget.max_depth} levels; not read")
         else:
@@ -276,24 +295,24 @@ def _recipient_status(block: dict[str, str]) -> RecipientStatus:
     )
 
 
-def _status_blocks(data: bytes) -> list[dict[str, str]]:
+def _status_blocks(data: mime.Buffer) -> list[dict[str, str]]:
     """The field blocks of a message/delivery-status body: per message, then per recipient."""
     blocks: list[dict[str, str]] = []
-    rest = data[:_MAX_DSN_BYTES]
+    rest = bytes(data[:_MAX_DSN_BYTES])
     while len(blocks) < _MAX_DSN_BLOCKS:
         rest = rest.lstrip(b"\r\n \t")
         fields, remaining = mime.split_head(rest, [])
         if not fields:
             break
         blocks.append({name.lower(): value for name, value in reversed(fields)})
-        rest = remaining
+        rest = bytes(remaining)
     return blocks
 
 
 # --- putting a ParsedMail together -------------------------------------------------------------
 
 
-def _parse(raw: bytes, depth: int, budget: _Budget) -> ParsedMail:
+def _parse(raw: mime.Buffer, depth: int, budget: _Budget) -> ParsedMail:
     defects: list[str] = []
     top = mime.Part.parse(raw, defects)
     if not top.fields:
@@ -328,8 +347,13 @@ def _parse(raw: bytes, depth: int, budget: _Budget) -> ParsedMail:
         else piece
         for piece in walker.texts
     ]
-    text = "\n\n".join(piece.strip("\n") for piece in pieces if piece.strip())
+    text = "\n\n".join(piece.strip("\n") for piece in pieces if _has_text(piece))
+    del pieces
+    walker.texts.clear()
     html = "\n".join(sanitize_html(body).strip() for body in walker.htmls) if walker.htmls else None
+    new_text = strip_reply(text)
+    if new_text == text:
+        new_text = text  # one string, not two: the result (and its pickle) holds the text once
     return ParsedMail(
         message_id=message_ids[0] if message_ids else None,
         in_reply_to=mime.message_ids(first("in-reply-to")),
@@ -342,7 +366,7 @@ def _parse(raw: bytes, depth: int, budget: _Budget) -> ParsedMail:
         delivered_to=list(dict.fromkeys(delivered_to)),
         date=mime.header_date(first("date"), defects),
         text=text,
-        new_text=strip_reply(text),
+        new_text=new_text,
         html=html,
         attachments=walker.attachments,
         forwarded=walker.forwarded,

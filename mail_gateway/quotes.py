@@ -105,11 +105,14 @@ _CUTS: tuple[_Cut, ...] = (
 )
 
 
-def _before_marker(lines: list[str]) -> list[str]:
-    for i, line in enumerate(lines):
-        if REPLY_MARKER in line:
-            return lines[:i]
-    return lines
+def _first_lines(text: str, count: int, end: int) -> list[str]:
+    """The first `count` lines of text[:end] (all of them when it has fewer), without splitting the rest."""
+    stop = -1
+    for _ in range(count):
+        stop = text.find("\n", stop + 1, end)
+        if stop < 0:
+            return text[:end].split("\n")
+    return text[:stop].split("\n")
 
 
 def _first_cut(lines: Sequence[str]) -> int | None:
@@ -119,27 +122,65 @@ def _first_cut(lines: Sequence[str]) -> int | None:
     return None
 
 
-def _drop_trailing(lines: list[str]) -> list[str]:
-    """Drop blank lines, decoration lines and "> " quoted lines from the end."""
-    end = len(lines)
-    while end and (
-        not lines[end - 1].strip()
-        or lines[end - 1].lstrip().startswith(">")
-        or (len(lines[end - 1]) <= _SEPARATOR_MAX_CHARS and _DECORATION.fullmatch(lines[end - 1]))
-    ):
-        end -= 1
-    return lines[:end]
+_BLANK = re.compile(r"\s*")
+_QUOTED = re.compile(r"\s*>")
+_TAIL = 4096
+
+
+def _droppable(text: str, start: int, end: int) -> bool:
+    """Whether text[start:end], a line, is blank, decoration or "> " quoted: lines a reply does not
+    end with. Looked at in place, so a line of many megabytes is not copied."""
+    return (
+        _BLANK.fullmatch(text, start, end) is not None
+        or _QUOTED.match(text, start, end) is not None
+        or (end - start <= _SEPARATOR_MAX_CHARS and _DECORATION.fullmatch(text[start:end]) is not None)
+    )
+
+
+def _end_without_trailing(text: str, end: int) -> int:
+    """Where text[:end] ends without the droppable lines at its end (-1: none is left). It walks
+    back a line at a time; no list of lines."""
+    while True:
+        start = text.rfind("\n", 0, end) + 1
+        if not _droppable(text, start, end):
+            return end
+        if start == 0:
+            return -1
+        end = start - 1
+
+
+def _stripped(text: str, end: int) -> str:
+    """text[:end].strip(), copying text at most once (not at all when nothing is cut off)."""
+    blank = _BLANK.match(text, 0, end)
+    start = blank.end() if blank else 0
+    while end > start:  # back over trailing whitespace, a bounded piece at a time
+        piece = text[max(start, end - _TAIL) : end]
+        kept = len(piece.rstrip())
+        end -= len(piece) - kept
+        if kept:
+            break
+    return text[start:end]
 
 
 def strip_reply(text: str) -> str:
-    """Return the new part of a reply; the whole text, stripped, when all of it is quoted."""
-    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
-    full = "\n".join(lines).strip()
-    lines = _before_marker(lines)
+    """Return the new part of a reply; the whole text, stripped, when all of it is quoted.
+
+    Linear in time, and the text is copied at most once whatever the number of lines: only the
+    first _SCAN_LINES (plus the few the rules look ahead) are ever split into a list. A text with
+    nothing to cut comes back as the same object.
+    """
+    if "\r" in text:
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+    end = len(text)
+    marker = text.find(REPLY_MARKER)
+    if marker >= 0:  # everything from the marker's line on is our own text
+        end = max(0, text.rfind("\n", 0, marker))
+    # The rules look at most 4 lines past the line they test.
+    lines = _first_lines(text, _SCAN_LINES + _HEADER_BLOCK_WINDOW + 1, end)
     cut = _first_cut(lines)
-    if cut is not None:
-        lines = lines[:cut]
-    new = "\n".join(_drop_trailing(lines)).strip()
+    body = text if cut is None else "\n".join(lines[:cut])
+    end = _end_without_trailing(body, end if cut is None else len(body))
+    new = _stripped(body, end) if end > 0 else ""
     # A forward without a comment, or a reply written below the quote, has nothing above the
     # cut; the whole text is then a better answer than nothing.
-    return new or full
+    return new or text.strip()

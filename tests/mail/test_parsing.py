@@ -10,12 +10,14 @@ import email.policy
 import random
 import re
 import time
+import tracemalloc
 import types
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 
+from bench.parse_memory import build as build_mail
 from mail_gateway.html import html_to_text, sanitize_html
 from mail_gateway.mime import read_address_list
 from mail_gateway.parsing import (
@@ -970,3 +972,51 @@ def test_a_header_section_of_hostile_from_fields_is_bounded() -> None:
     parsed, seconds = timed_parse(raw)
     assert seconds < BOUND_SECONDS
     assert parsed.from_addresses == [] and parsed.text == "body"
+
+
+# --- memory and time on line-count pathologies (issue 14) --------------------------------------
+#
+# Python allocations while parsing (tracemalloc: deterministic, unlike RSS) as a multiple of the
+# mail's size. A 3 MB mail of 3-byte lines allocated 30x its size before (a str per line); the
+# parse process's RSS on 30 MB mails is checked in test_parse_process.py.
+
+
+@pytest.mark.parametrize("shape", [
+    "text-3-byte-lines", "crlf-lines", "flowed-lines", "quoted-reply", "base64-4-char-lines",
+    "qp-soft-breaks", "header-lines", "nested-text", "nested-forwarded", "attachment",
+])
+def test_parsing_allocates_a_small_multiple_of_the_mail(shape: str) -> None:
+    raw = build_mail(shape, 3 * 1024 * 1024)
+    tracemalloc.start()
+    try:
+        parsed = parse_mail(raw)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert not any(d.startswith("the parser failed") for d in parsed.defects)
+    assert peak < 3 * len(raw), f"{peak / len(raw):.1f}x"
+
+
+def test_text_and_new_text_are_one_string_when_nothing_was_cut() -> None:
+    parsed = parse_mail(build_mail("text-3-byte-lines", 300_000))
+    assert parsed.new_text is parsed.text  # kept and pickled once
+    assert parsed.text.startswith("ab\nab") and parsed.text.endswith("ab")
+
+
+def test_a_million_flowed_lines_are_joined_in_linear_time() -> None:
+    # Each soft break appended to a growing line, copying it: 100,000 lines took 0.2 s, a million 20 s.
+    raw = b"From: a@example.org\nContent-Type: text/plain; format=flowed; delsp=yes\n\n" + b"ab \n" * 1_000_000
+    parsed, seconds = timed_parse(raw)
+    assert seconds < BOUND_SECONDS
+    assert parsed.text == "ab" * 1_000_000
+
+
+def test_html_with_more_elements_than_the_parser_is_given_keeps_its_text() -> None:
+    # The HTML parser's tree costs 250-400 bytes per element, whatever the mail's size.
+    html = "<p>word " * 150_000
+    raw = b"From: a@example.org\nContent-Type: text/html\n\n" + html.encode()
+    parsed, seconds = timed_parse(raw)
+    assert seconds < BOUND_SECONDS
+    assert parsed.html is None  # nothing unparsed is ever shown as HTML
+    assert parsed.text.startswith("word word") and parsed.text.count("word") == 150_000
+    assert parsed.defects == ["HTML with more than 100000 elements; only its text was kept"]

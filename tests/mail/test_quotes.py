@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import time
+import tracemalloc
+from collections.abc import Callable
 
 import pytest
 
@@ -149,3 +151,37 @@ def test_hostile_text_is_bounded() -> None:
     started = time.perf_counter()
     strip_reply(lines)
     assert time.perf_counter() - started < 5
+
+
+# --- memory: a huge text is not split into a list of lines ----------------------------------------
+
+
+def _traced_peak(function: Callable[[], object]) -> int:
+    tracemalloc.start()
+    try:
+        function()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "ab\n" * 1_000_000 + "ab",  # a 3 MB reply of 3-byte lines: it was 48 MB of line objects
+        "Thanks!\n\nOn Mon, 5 Jan 2026 at 10:15, Bob <bob@example.org> wrote:\n" + "> a\n" * 750_000 + "> a",
+        "> a\n" * 750_000 + "> a",  # all quoted, no attribution: the whole text comes back
+        "a\n\n" * 500_000 + REPLY_MARKER + "\n> ours\n",
+    ],
+    ids=["short-lines", "attribution-then-history", "all-quoted", "marker-at-the-end"],
+)
+def test_a_text_of_a_million_lines_costs_at_most_a_copy_of_it(text: str) -> None:
+    new = strip_reply(text)
+    assert _traced_peak(lambda: strip_reply(text)) < 1.2 * len(text)
+    assert new.startswith(("ab\nab", "Thanks!", "> a", "a\n\na"))
+
+
+def test_an_unchanged_text_comes_back_as_the_same_string() -> None:
+    # ParsedMail keeps text and new_text; when they are equal they are one object (one pickle).
+    text = "ab\n" * 1_000 + "ab"
+    assert strip_reply(text) is text
