@@ -175,7 +175,9 @@ class OneSender:
         if len(mail.from_addresses) > 1:
             shown = ", ".join(a.email for a in mail.from_addresses[:3])
             return f"From names {len(mail.from_addresses)} addresses ({shown[:200]})"
-        return None
+        # "alice@x <mallory@y>": parsers read alice, a person reading it may see mallory.
+        ambiguous = next((d for d in mail.defects if d.startswith("From header: text after")), None)
+        return f"From is ambiguous ({ambiguous[len('From header: '):][:200]})" if ambiguous else None
 
 
 _RESULT = re.compile(r"\bdmarc\s*=\s*([a-z]+)", re.IGNORECASE)

@@ -151,3 +151,9 @@ async def test_the_same_public_mail_provider_is_no_organisation(desk):
     first = await deliver(desk, ctx, simple_mail("alice@gmail.com", "Refund"))
     outcome = await deliver(desk, ctx, simple_mail("mallory@gmail.com", f"Re: [#{first.ticket_number}] Refund"))
     assert outcome.kind == Kind.OPENED and outcome.ticket_number != first.ticket_number
+
+
+async def test_a_from_with_a_second_address_after_the_first_is_held_as_ambiguous(desk):
+    attack = simple_mail("alice@customer.test <mallory@attacker.test>", "Please change my bank details")
+    outcome = await deliver(desk, ctx, attack)
+    assert outcome.kind == Kind.HELD and "one-sender" in outcome.detail and "ambiguous" in outcome.detail
