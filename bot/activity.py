@@ -12,6 +12,7 @@ from core.event_types import (
     CategoryChanged,
     EventType,
     MailBounced,
+    MailHeld,
     MailQuarantined,
     Merged,
     OutboundFailed,
@@ -30,6 +31,8 @@ from core.models import Event
 
 ALERT_EVENTS = {EventType.OUTBOUND_FAILED, EventType.MAIL_BOUNCED, EventType.MAIL_QUARANTINED}
 SLA_EVENTS = {EventType.SLA_AT_RISK, EventType.SLA_BREACHED}
+# Auto-replies and list mail can come by the hundred: they are counted in the daily report instead.
+HELD_WITHOUT_ALERT = {"machine-mail"}
 
 
 def activity_line(event: Event, who: str, ref: Callable[[int], str], alert: str) -> str | None:
@@ -75,6 +78,21 @@ def alert_text(event: Event, ticket_ref: str | None) -> str:
             return (f"Incoming mail {mail_id} was quarantined: {reason or 'no reason given'} "
                     "(kept, and can be reprocessed)")
     return f"{event.type}{where}"
+
+
+def held_alert(event: Event) -> str | None:
+    """A held mail for the alerts channel, with what staff need to release it or block its sender;
+    None for holds that are only counted. Customer text is bounded (and never pings: see NO_PINGS)."""
+    held = typed(event)
+    assert isinstance(held, MailHeld)
+    if held.rule in HELD_WITHOUT_ALERT:
+        return None
+    sender = discord.utils.escape_markdown(truncate(held.sender, 320)) if held.sender else "unknown sender"
+    subject = discord.utils.escape_markdown(truncate(held.subject, 200)) if held.subject else "(no subject)"
+    reason = discord.utils.escape_markdown(truncate(held.reason, 500)) if held.reason else "no reason given"
+    text = (f"✋ Incoming mail {held.mail_id} was held ({held.rule or 'rule'}): {reason}\n"
+            f"From: {sender} · Subject: {subject}")
+    return truncate(text, 2000)
 
 
 def sla_warning(event: Event) -> tuple[str, discord.AllowedMentions]:

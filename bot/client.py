@@ -13,7 +13,7 @@ from discord.ext import commands
 
 from bot.errors import report_error
 from bot.settings import BotSettings
-from bot.views import TicketButton
+from bot.views import HeldMailButton, TicketButton
 from core.desk import Desk
 
 log = logging.getLogger("bot.client")
@@ -39,8 +39,9 @@ class SupportBot(commands.Bot):
         self.tree.error(self._on_app_command_error)
 
     async def setup_hook(self) -> None:
-        # The ticket number is in each button's custom_id: one registration serves every post.
-        self.add_dynamic_items(TicketButton)
+        # The ticket number (or the MailHeld event) is in each button's custom_id: one registration
+        # serves every post and alert.
+        self.add_dynamic_items(TicketButton, HeldMailButton)
         from bot.commands import load_commands
 
         await load_commands(self)

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 import discord
 
-from bot.activity import ALERT_EVENTS, SLA_EVENTS, activity_line, alert_text, sla_warning
+from bot.activity import ALERT_EVENTS, SLA_EVENTS, activity_line, alert_text, held_alert, sla_warning
 from bot.format import (
     format_size,
     message_embeds,
@@ -31,7 +31,7 @@ from bot.format import (
     truncate,
 )
 from bot.tags import ForumTags
-from bot.views import ticket_buttons
+from bot.views import held_buttons, ticket_buttons
 from core import attachment_policy, projection
 from core.backoff import Backoff
 from core.desk import Desk
@@ -165,6 +165,10 @@ class Projector:
         kind = event.type
         if kind in ALERT_EVENTS:
             await self._alert(event)
+        if kind == EventType.MAIL_HELD:
+            text = held_alert(event)
+            if text is not None:  # machine-mail is only counted (daily report)
+                await self._alert(event, text=text, view=held_buttons(event.id))
         if kind == EventType.DAILY_REPORT_READY:
             await self._post_report(event)
         if event.ticket_id is None:
@@ -259,7 +263,7 @@ class Projector:
         await projection.remember_message(self.desk, key, channel_id, sent.id, self.desk.clock())
 
     async def _alert(self, event: Event, *, text: str | None = None,
-                     pings: discord.AllowedMentions = NO_PINGS) -> None:
+                     pings: discord.AllowedMentions = NO_PINGS, view: discord.ui.View | None = None) -> None:
         key = f"event:{event.id}:alert"
         channel_id = self.bot.settings.alerts_channel_id
         text = text or await self._alert_text(event)
@@ -274,7 +278,10 @@ class Projector:
             log.warning("alert not posted: alerts channel %s not found or not a text channel (fix [discord] "
                         "alerts_channel_id): %s", channel_id, event.type)
             return
-        sent = await channel.send(truncate(text, 2000), allowed_mentions=pings)
+        if view is None:
+            sent = await channel.send(truncate(text, 2000), allowed_mentions=pings)
+        else:
+            sent = await channel.send(truncate(text, 2000), allowed_mentions=pings, view=view)
         await projection.remember_message(self.desk, key, channel_id, sent.id, self.desk.clock())
 
     # -- the post itself ---------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""Buttons on every ticket post (Claim, Reply, Close/Reopen) that survive restarts, and the modals."""
+"""Buttons on every ticket post (Claim, Reply, Close/Reopen) and on held-mail alerts (Release, Block
+sender) that survive restarts, and the modals."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import discord
 from bot.errors import answer, report_error, thinking
 from bot.permissions import require_staff, staff_ref
 from bot.uploads import read_attachments
-from core import services
+from core import inbound, services
 from core.enums import Status
 from core.services import NewAttachment
 
@@ -74,6 +75,62 @@ def ticket_buttons(number: int, status: str) -> discord.ui.View:
     last = "reopen" if status == Status.CLOSED else "close"
     for action in ("claim", "reply", last):
         view.add_item(TicketButton(action, number))
+    return view
+
+
+HELD_ID = re.compile(r"held:(?P<action>release|block):(?P<event>[0-9]{1,18})")
+HELD_LABELS = {
+    "release": ("Release", discord.ButtonStyle.success),
+    "block": ("Block sender", discord.ButtonStyle.danger),
+}
+
+
+class HeldMailButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=HELD_ID.pattern):
+    """On a held-mail alert; the MailHeld event's id lives in the custom_id (it names mail and sender)."""
+
+    def __init__(self, action: str, event_id: int) -> None:
+        label, style = HELD_LABELS[action]
+        super().__init__(discord.ui.Button(label=label, style=style, custom_id=f"held:{action}:{event_id}"))
+        self.action, self.event_id = action, event_id
+
+    @classmethod
+    async def from_custom_id(cls, interaction: discord.Interaction[Any], item: discord.ui.Item[Any],
+                             match: re.Match[str], /) -> HeldMailButton:
+        return cls(match["action"], int(match["event"]))
+
+    async def callback(self, interaction: discord.Interaction[Any]) -> None:
+        try:
+            require_staff(interaction)
+            await thinking(interaction)
+            await self._act(interaction)
+        except Exception as error:  # noqa: BLE001  (report_error logs bugs with their traceback)
+            await report_error(interaction, error)
+
+    async def _act(self, interaction: discord.Interaction[Any]) -> None:
+        bot: SupportBot = interaction.client
+        held = await inbound.held_mail(bot.desk, self.event_id)
+        if held is None:
+            await answer(interaction, "This held mail is no longer on the desk.")
+        elif self.action == "release":
+            # Only a mail still held: a second click must not take in a mail that was dealt with since.
+            if not held.still_held or not await inbound.requeue(bot.desk, [held.mail_id], release=True):
+                await answer(interaction, f"Mail {held.mail_id} is no longer held (released or dealt with already).")
+            else:
+                await answer(interaction, f"Mail {held.mail_id} released: it is taken in again shortly, without "
+                                          "the hold rules.")
+        elif not held.sender:
+            await answer(interaction, f"Mail {held.mail_id} has no sender address to block.")
+        else:
+            contact = await services.block_sender(bot.desk, held.sender, staff_ref(bot, interaction.user),
+                                                  f"held mail {held.mail_id} ({held.rule})")
+            await answer(interaction, f"{discord.utils.escape_markdown(contact.email)} is blocked: their mail "
+                                      "opens no ticket. The held mail stays held.")
+
+
+def held_buttons(event_id: int) -> discord.ui.View:
+    view = discord.ui.View(timeout=None)
+    for action in ("release", "block"):
+        view.add_item(HeldMailButton(action, event_id))
     return view
 
 

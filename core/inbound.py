@@ -13,8 +13,9 @@ from sqlalchemy import bindparam, func, insert, select, update
 from core.desk import Desk
 from core.enums import InboundStatus
 from core.errors import NotFound
+from core.event_types import EventType, MailHeld, typed
 from core.imap_models import ReadUpTo, save_position_in
-from core.models import InboundMail
+from core.models import Event, InboundMail
 
 
 @dataclass(frozen=True)
@@ -184,3 +185,28 @@ async def requeue(desk: Desk, mail_ids: Sequence[int], *, release: bool = False)
                     claimed_until=None)
             .returning(InboundMail.id))
         return len(released.all())
+
+
+@dataclass(frozen=True)
+class HeldMail:
+    """A hold as its MailHeld event recorded it, and whether the mail is still held now."""
+
+    mail_id: int
+    rule: str
+    reason: str
+    sender: str
+    subject: str
+    still_held: bool
+
+
+async def held_mail(desk: Desk, event_id: int) -> HeldMail | None:
+    """The hold recorded by the MailHeld event `event_id`; None when there is no such event."""
+    async with desk.db.read() as session:
+        event = await session.get(Event, event_id)
+        if event is None or event.type != EventType.MAIL_HELD:
+            return None
+        held = typed(event)
+        assert isinstance(held, MailHeld)
+        status = await session.scalar(select(InboundMail.status).where(InboundMail.id == held.mail_id))
+        return HeldMail(held.mail_id, held.rule, held.reason, held.sender, held.subject,
+                        still_held=status == InboundStatus.HELD)

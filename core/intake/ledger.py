@@ -136,11 +136,14 @@ async def quarantine(uow: UnitOfWork, mail_id: int, reason: str, at: datetime) -
     uow.record(MailQuarantined(mail_id=mail_id, reason=reason[:500]), at=at)
 
 
-async def hold(uow: UnitOfWork, mail_id: int, reason: str, *, rule: str, at: datetime) -> None:
-    """Keep the mail without making a ticket of it (blocked sender, rate limit, oversize)."""
+async def hold(uow: UnitOfWork, mail_id: int, reason: str, *, rule: str, at: datetime, sender: str = "",
+               subject: str = "") -> None:
+    """Keep the mail without making a ticket of it (blocked sender, rate limit, oversize); the event
+    names its sender and subject so staff can decide on it without opening the raw mail."""
     await uow.session.execute(update(InboundMail).where(InboundMail.id == mail_id).values(
         status=InboundStatus.HELD, reason=reason[:2000], processed_at=at))
-    uow.record(MailHeld(mail_id=mail_id, rule=rule, reason=reason[:500]), at=at)
+    uow.record(MailHeld(mail_id=mail_id, rule=rule, reason=reason[:500], sender=sender[:320],
+                        subject=subject[:300]), at=at)
 
 
 @dataclass(frozen=True)

@@ -125,7 +125,8 @@ class Intake:
             # An auto-reply, list post or report that answers none of our tickets is nobody's request:
             # kept and counted, listed with `supportbot mail quarantine list --held`, released by hand.
             reason = f"machine-mail: matches no ticket ({decision.machine.rule}: {decision.machine.reason})"
-            await ledger.hold(uow, held.id, reason, rule="machine-mail", at=now)
+            await ledger.hold(uow, held.id, reason, rule="machine-mail", at=now, sender=sender or "",
+                              subject=mail.subject or "")
             return Outcome(held.id, Kind.HELD, machine=True, detail=reason)
         if sender is None:
             reason = "UserError: the mail has no usable sender address (From, Return-Path or envelope sender)"
@@ -187,7 +188,8 @@ class Intake:
                 "staff told" if result.ticket_id else "original mail not found")
             return Outcome(held.id, Kind.BOUNCE, result.ticket_number, True, detail)
         reason = f"{verdict.rule}: {verdict.reason}"
-        await ledger.hold(uow, held.id, reason, rule=verdict.rule, at=now)
+        await ledger.hold(uow, held.id, reason, rule=verdict.rule, at=now,
+                          sender=sender_of(mail, held.envelope_from) or "", subject=mail.subject or "")
         return Outcome(held.id, Kind.HELD, detail=reason)
 
     async def _quarantine_alone(self, mail_id: int, error: Exception) -> Outcome:
@@ -275,4 +277,4 @@ def _content(mail: ParsedMail, held: StoredMail, *, machine: bool) -> MailConten
         attachments=[NewAttachment(a.filename or "attachment", a.content_type, a.data, content_id=a.content_id,
                                    inline=a.inline, held_back=a.held_back, size=a.size)
                      for a in mail.attachments],
-        is_machine=machine, inbound_mail_id=held.id)
+        is_machine=machine, inbound_mail_id=held.id, received_at=held.received_at)
