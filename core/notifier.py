@@ -126,7 +126,8 @@ class Notifier:
         if (isinstance(opened, TicketOpened) and opened.machine) or (message is not None and message.is_machine):
             return  # never answer an auto-reply, bounce or list mail
         ticket = await _ticket(session, event)
-        to = await self._automatic_recipients(session, ticket, event)
+        arrived = _arrival(opened)
+        to = await self._automatic_recipients(session, ticket, event, at=arrived)
         if not to:
             return
         summary = (message.new_text or message.body_text).strip() if message and self.quote_customer else ""
@@ -137,7 +138,7 @@ class Notifier:
         await self._queue(uow, event, ticket, self._draft(
             ticket, template="acknowledgement", kind="ack", message_key=f"e{event.id}",
             to=to, date=event.created_at, automatic=True, in_reply_to=in_reply_to, references=references,
-            context={"summary": summary, "response_expectation": self.expectation(ticket)}))
+            context={"summary": summary, "response_expectation": self.expectation(ticket)}), counted_at=arrived)
 
     async def _notify_status(self, uow: UnitOfWork, event: Event, status: str) -> None:
         session = uow.session
@@ -208,12 +209,15 @@ class Notifier:
             # Stored on the message too, so the mail-in side finds it among "known Message-IDs".
             message.message_id = outbox.rfc822_message_id
 
-    async def _automatic_recipients(self, session: AsyncSession, ticket: Ticket, event: Event) -> list[Recipient]:
+    async def _automatic_recipients(self, session: AsyncSession, ticket: Ticket, event: Event,
+                                    at: datetime | None = None) -> list[Recipient]:
+        """The requester, unless blocked, ours, or over the caps on automatic mail counted at `at`
+        (when the mail that caused it reached us: a backlog is capped as its mail arrived)."""
         contact = await session.get(Contact, ticket.requester_id)
         assert contact is not None
         if contact.blocked or contact.email in self.own:
             return []
-        if not await automatic_mail_allowed(session, contact.email, self.desk.clock(), self.automatic_per_hour,
+        if not await automatic_mail_allowed(session, contact.email, at or self.desk.clock(), self.automatic_per_hour,
                                             self.automatic_total_per_hour):
             log.info("not sending %s for ticket %s: the hour's cap of automatic mail is reached (%d to %s's "
                      "mailbox, %s in all)", event.type, ticket.number, self.automatic_per_hour,
@@ -234,7 +238,8 @@ class Notifier:
         address = (ticket.support_address or "").strip().lower()
         return address if address and address in self.own.addresses else None
 
-    async def _queue(self, uow: UnitOfWork, event: Event, ticket: Ticket, draft: Draft) -> OutboxMail | None:
+    async def _queue(self, uow: UnitOfWork, event: Event, ticket: Ticket, draft: Draft, *,
+                     counted_at: datetime | None = None) -> OutboxMail | None:
         session = uow.session
         composed = self.composer.compose(draft)
         if await session.scalar(select(OutboxMail.id).where(OutboxMail.rfc822_message_id == composed.message_id)):
@@ -243,8 +248,15 @@ class Notifier:
             kind=draft.kind, rfc822_message_id=composed.message_id,
             mail_from=draft.from_address or self.composer.support_address,
             recipients=composed.recipients, content=composed.content, automatic=draft.automatic,
-            ticket_id=ticket.id, message_id=event.message_id), self.desk.clock())
+            ticket_id=ticket.id, message_id=event.message_id), self.desk.clock(), counted_at=counted_at)
         return row
+
+
+def _arrival(event: object) -> datetime | None:
+    """When the mail that opened a ticket reached us, for a TicketOpened from mail (else None)."""
+    if isinstance(event, TicketOpened) and event.arrived_at:
+        return datetime.fromisoformat(event.arrived_at)
+    return None
 
 
 async def _ticket(session: AsyncSession, event: Event) -> Ticket:

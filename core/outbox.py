@@ -58,8 +58,12 @@ class OutgoingMail:
     message_id: int | None = None
 
 
-async def enqueue(uow: UnitOfWork, mail: OutgoingMail, now: datetime) -> OutboxMail:
-    """Queue in the caller's unit of work, so the mail exists exactly when its cause does."""
+async def enqueue(uow: UnitOfWork, mail: OutgoingMail, now: datetime, *,
+                  counted_at: datetime | None = None) -> OutboxMail:
+    """Queue in the caller's unit of work, so the mail exists exactly when its cause does.
+
+    `counted_at`: when the caps on automatic mail count it (the time its cause reached us), if not now.
+    """
     session = uow.session
     uow.wake_after_commit()
     row = OutboxMail(
@@ -71,7 +75,8 @@ async def enqueue(uow: UnitOfWork, mail: OutgoingMail, now: datetime) -> OutboxM
     session.add(row)
     await session.flush()
     for email in dict.fromkeys(mailbox_of(r) for r in mail.recipients):
-        session.add(OutboxRecipient(outbox_id=row.id, email=email, automatic=mail.automatic, created_at=now))
+        session.add(OutboxRecipient(outbox_id=row.id, email=email, automatic=mail.automatic,
+                                    created_at=counted_at or now))
     return row
 
 
@@ -85,7 +90,8 @@ async def automatic_mail_allowed(session: AsyncSession, email: str, now: datetim
     """False once this mailbox got `per_hour` automatic mails in the last hour (ack storms, loops,
     backscatter to forged senders), or the desk sent `total_per_hour` automatic mails to anyone."""
     recent = (select(func.count()).select_from(OutboxRecipient)
-              .where(OutboxRecipient.automatic.is_(True), OutboxRecipient.created_at > now - CAP_WINDOW))
+              .where(OutboxRecipient.automatic.is_(True), OutboxRecipient.created_at > now - CAP_WINDOW,
+                     OutboxRecipient.created_at <= now))
     count = await session.scalar(recent.where(OutboxRecipient.email == mailbox_of(email)))
     if int(count or 0) >= per_hour:
         return False

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -61,6 +62,7 @@ class MailContent:
     attachments: Sequence[NewAttachment] = ()
     is_machine: bool = False
     inbound_mail_id: int | None = None
+    received_at: datetime | None = None  # when the mail reached us (caps on automatic mail count by it)
 
 
 @dataclass(frozen=True)
@@ -277,7 +279,9 @@ async def _open_many(desk: Desk, uow: UnitOfWork, openings: Sequence[_Opening]) 
             record(uow, ParticipantsHeld(emails=[ref.email for ref in o.request.held_cc], limit=_limit(o.request.caps)),
                    at=now, ticket=ticket)
         link = o.follow_up_of.number if o.follow_up_of else None
+        arrived = o.request.content.received_at
         opened = TicketOpened(follow_up_of=None if o.request.refers_to else link,
+                              arrived_at=arrived.isoformat() if arrived else None,
                               refers_to=link if o.request.refers_to else None, machine=o.request.content.is_machine)
         record(uow, opened, at=now, ticket=ticket, message=message, contact=o.requester)
         changes.append(TicketChange(ticket, message, created=True))

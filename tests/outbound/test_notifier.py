@@ -313,3 +313,24 @@ async def test_staff_reply_never_mails_a_dangerous_file_and_the_log_says_so(
     warned = [r.getMessage() for r in caplog.records if r.name == "core.notifier"]
     assert any("'fix.exe'" in line and "executable" in line and "never mailed" in line for line in warned)
     assert any("'readme.txt'" in line for line in warned)
+
+
+async def test_a_backlog_read_at_once_gets_the_acknowledgements_live_delivery_would(
+        desk: Desk, mail_out: MailOut, clock: FixedClock) -> None:
+    """Twelve requests from one customer that arrived an hour apart, read in one go after downtime:
+    the per-mailbox cap (3 an hour here) counts them by arrival, so each gets its acknowledgement,
+    as it would have live; twelve that arrived within the hour still get three."""
+    from datetime import timedelta
+
+    from core.services import ContactRef
+
+    start = clock() - timedelta(hours=24)
+    for i in range(12):
+        await open_ticket(desk, ContactRef("patient@example.net"),
+                          MailContent(text="Hi", subject=f"Spread {i}", received_at=start + timedelta(hours=i)))
+        await open_ticket(desk, ContactRef("burst@example.net"),
+                          MailContent(text="Hi", subject=f"Burst {i}", received_at=start + timedelta(minutes=i)))
+    await mail_out.notify()
+    acks = [m for m in await list_mail(desk, limit=100) if m.kind == "ack"]
+    assert sum("patient@example.net" in m.recipients for m in acks) == 12
+    assert sum("burst@example.net" in m.recipients for m in acks) == 3
