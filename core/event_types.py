@@ -116,6 +116,7 @@ class TicketOpened(DomainEvent):
     # the number of a ticket the mail named but whose conversation its sender may not join
     refers_to: int | None = None
     machine: bool = False
+    arrived_at: str | None = None  # ISO time its mail reached us, when it came by mail
 
 
 @event_type(EventType.CUSTOMER_REPLIED)
