@@ -120,7 +120,7 @@ def _scan_head(raw: bytes, start: int, end: int, defects: list[str]) -> _Head:
         line = raw[pos:line_end]
         bare = line.rstrip(b"\r\n")
         if not bare:
-            pass
+            pass  # a blank line inside the header block says nothing
         elif bare[:1] in (b" ", b"\t") and fields:
             fields[-1].append(line)
         elif _HEADER_NAME.match(bare):

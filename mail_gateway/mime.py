@@ -666,14 +666,22 @@ class _AddressReader:
         if p < n and s[p] in _ATOM_ENDS:
             raise _NotHere
         if s.startswith("=?", p):
-            invalid = self.invalid
-            try:
-                ew, p = self.encoded_word(p)
-                word.value = _EW_SPACE.sub(" ", ew)
-                return word, self._cfws_after(word, p)
-            except _NotHere:
-                self.invalid = invalid
+            read = self._encoded_word_as(word, p)
+            if read is not None:
+                return read
         word.value, p = self.atext(p)
+        return word, self._cfws_after(word, p)
+
+    def _encoded_word_as(self, word: _Word, p: int) -> tuple[_Word, int] | None:
+        """`word` read as the encoded word at `p`, as the stdlib reads one there; None (and the
+        reader's state as it was) when it is none."""
+        invalid = self.invalid
+        try:
+            ew, p = self.encoded_word(p)
+        except _NotHere:
+            self.invalid = invalid
+            return None
+        word.value = _EW_SPACE.sub(" ", ew)
         return word, self._cfws_after(word, p)
 
     def dot_atom_text(self, p: int) -> tuple[str, int]:
@@ -699,13 +707,9 @@ class _AddressReader:
             p = self.cfws(p)
             word.lead = True
         if s.startswith("=?", p):
-            invalid = self.invalid
-            try:
-                ew, p = self.encoded_word(p)
-                word.value = _EW_SPACE.sub(" ", ew)
-                return word, self._cfws_after(word, p)
-            except _NotHere:
-                self.invalid = invalid
+            read = self._encoded_word_as(word, p)
+            if read is not None:
+                return read
         word.value, p = self.dot_atom_text(p)
         return word, self._cfws_after(word, p)
 
