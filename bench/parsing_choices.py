@@ -1,8 +1,8 @@
 """Hand-written MIME splitter and quote stripper against the stdlib and maintained libraries.
 
-    .venv/bin/python bench/parsing_choices.py                  # everything (~6 min on 2 busy cores)
-    .venv/bin/python bench/parsing_choices.py --only mime      # or: --only quotes
-    .venv/bin/python bench/parsing_choices.py --talon-python /tmp/talon-venv/bin/python
+    .venv/bin/python -m bench.parsing_choices                  # everything (~6 min on 2 busy cores)
+    .venv/bin/python -m bench.parsing_choices --only mime      # or: --only quotes
+    .venv/bin/python -m bench.parsing_choices --talon-python /tmp/talon-venv/bin/python
 
 MIME. Ours (`mail_gateway.parsing.parse_mail`) against `parse_stdlib`: `email.parser.BytesParser`
 behind `prescan`, a linear byte scan that finds every header section and every delimiter line of
@@ -441,7 +441,7 @@ class StdWalker:
         if len(text) > self.budget.html_chars_left:
             text = text[: self.budget.html_chars_left]
         self.budget.html_chars_left -= len(text)
-        if text and self.mhtml.too_deeply_nested(text):
+        if text and self.mhtml.too_costly_to_parse(text):
             self.texts.append(_Html(text, parse=False))
         elif text:
             self.htmls.append(text)
